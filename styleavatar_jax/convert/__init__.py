@@ -1,0 +1,1 @@
+"""EG3D checkpoints -> Flax variables: a safe pickle reader and the parameter mapping."""

@@ -1,0 +1,1 @@
+"""Flax models: mapping, synthesis, super-resolution, tri-plane generator, discriminator."""

@@ -1,0 +1,77 @@
+"""EG3D's super-resolution modules (training/superresolution.py).
+
+Each is two StyleGAN2 blocks driven by the last w repeated: the 32-channel feature image
+(and its first 3 channels, the raw RGB) resized to the module's input resolution, then
+blocks up to the output. `kind` names EG3D's class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from styleavatar_jax.models.synthesis import SynthesisBlock
+from styleavatar_jax.nn.resample import resize_bilinear
+
+
+@dataclasses.dataclass(frozen=True)
+class SRSpec:
+    """input_resolution, output resolution, (channels, resolution, up) for block0 and block1."""
+
+    input_resolution: int
+    img_resolution: int
+    blocks: tuple[tuple[int, int, bool], tuple[int, int, bool]]
+    resize_only_up: bool  # EG3D 4X / Deep resize only when smaller; 2X / 8X when different
+
+
+SR_SPECS = {
+    "SuperresolutionHybrid2X": SRSpec(64, 128, ((128, 64, False), (64, 128, True)), False),
+    "SuperresolutionHybrid4X": SRSpec(128, 256, ((128, 128, False), (64, 256, True)), True),
+    "SuperresolutionHybrid8X": SRSpec(128, 512, ((128, 256, True), (64, 512, True)), False),
+    "SuperresolutionHybrid8XDC": SRSpec(128, 512, ((256, 256, True), (128, 512, True)), False),
+    "SuperresolutionHybridDeepfp32": SRSpec(128, 256, ((128, 128, False), (64, 256, True)), True),
+}
+
+
+class SuperResolution(nn.Module):
+    """rgb [B, r, r, 3], feature image [B, r, r, C], ws [B, L, w_dim] -> image [B, R, R, 3]."""
+
+    kind: str = "SuperresolutionHybrid8XDC"
+    antialias: bool = True  # EG3D sr_antialias (HybridDeepfp32 never antialiases)
+    use_noise: bool = True
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, rgb, x, ws, *, noise_mode: str = "none"):
+        if self.kind not in SR_SPECS:
+            raise ValueError(f"superresolution kind {self.kind!r}: expected one of {sorted(SR_SPECS)}")
+        spec = SR_SPECS[self.kind]
+        ws = jnp.repeat(ws[:, -1:], 3, axis=1)
+        size = spec.input_resolution
+        if (x.shape[1] < size) if spec.resize_only_up else (x.shape[1] != size):
+            antialias = self.antialias and self.kind != "SuperresolutionHybridDeepfp32"
+            x = resize_bilinear(x, size, antialias=antialias)
+            rgb = resize_bilinear(rgb, size, antialias=antialias)
+        img = rgb
+        for i, (channels, res, up) in enumerate(spec.blocks):
+            x, img = SynthesisBlock(
+                in_channels=x.shape[-1],
+                out_channels=channels,
+                resolution=res,
+                img_channels=3,
+                is_last=i == 1,
+                up=up,
+                use_noise=self.use_noise,
+                dtype=self.dtype,
+                name=f"block{i}",
+            )(x, img, ws, noise_mode=noise_mode)
+        return img
+
+
+def sr_output_resolution(kind: str) -> int:
+    return SR_SPECS[kind].img_resolution
+
+
+__all__ = ["SR_SPECS", "SuperResolution", "sr_output_resolution"]

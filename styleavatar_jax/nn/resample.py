@@ -1,0 +1,218 @@
+"""FIR up/down-sampling and resampling convolutions, channels last.
+
+JAX versions of EG3D's `torch_utils/ops/upfirdn2d.py` and `conv2d_resample.py` (which
+follow StyleGAN2-ADA): the same filters, paddings, gains and fast paths, so a layer gives
+EG3D's numbers. Arrays are NHWC; conv weights are HWIO; paddings keep EG3D's order
+`(x0, x1, y0, y1)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Padding = int | Sequence[int]
+
+
+def setup_filter(f: Sequence[float] = (1, 3, 3, 1), *, gain: float = 1.0) -> np.ndarray:
+    """A normalised 2-D FIR filter [fh, fw] as `upfirdn2d.setup_filter` makes it.
+
+    A 1-D list becomes its outer product (EG3D keeps filters of < 8 taps non-separable; the
+    outer product of a longer one is the same filter).
+    """
+    f = np.asarray(f, dtype=np.float32)
+    if f.ndim == 1:
+        f = np.outer(f, f)
+    f = f / f.sum()
+    return (f * gain ** (f.ndim / 2)).astype(np.float32)
+
+
+def _pad4(padding: Padding) -> tuple[int, int, int, int]:
+    if isinstance(padding, int):
+        return padding, padding, padding, padding
+    padding = tuple(int(p) for p in padding)
+    if len(padding) == 2:
+        return padding[0], padding[0], padding[1], padding[1]
+    if len(padding) != 4:
+        raise ValueError(f"padding={padding!r}: expected an int, (x, y) or (x0, x1, y0, y1)")
+    return padding  # type: ignore[return-value]
+
+
+def upfirdn2d(
+    x: jax.Array,
+    f: np.ndarray,
+    *,
+    up: int = 1,
+    down: int = 1,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1.0,
+) -> jax.Array:
+    """Upsample (zero insertion), pad, FIR-filter and downsample, as EG3D's `upfirdn2d`.
+
+    x [B, H, W, C] -> [B, (H·up + py0 + py1 − fh)//down + 1, ..., C]
+    """
+    px0, px1, py0, py1 = _pad4(padding)
+    # Zero insertion puts (up − 1) zeros after every pixel, the last one included; lax.pad's
+    # interior padding does the gaps and the extra high padding the tail. Negative pads crop.
+    x = jax.lax.pad(
+        x,
+        jnp.zeros((), x.dtype),
+        [(0, 0, 0), (py0, py1 + up - 1, up - 1), (px0, px1 + up - 1, up - 1), (0, 0, 0)],
+    )
+    f = np.asarray(f, np.float32) * gain ** (np.ndim(f) / 2)
+    if not flip_filter:  # upfirdn2d convolves; lax correlates
+        f = f[::-1, ::-1]
+    channels = x.shape[-1]
+    kernel = jnp.asarray(np.ascontiguousarray(f), x.dtype)[:, :, None, None]
+    kernel = jnp.broadcast_to(kernel, (*f.shape, 1, channels))
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(down, down),
+        padding="VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=channels,
+    )
+
+
+def upsample2d(x: jax.Array, f: np.ndarray, *, up: int = 2, padding: Padding = 0) -> jax.Array:
+    """EG3D's `upsample2d`: x [B, H, W, C] -> [B, H·up, W·up, C] (with padding 0)."""
+    px0, px1, py0, py1 = _pad4(padding)
+    fh, fw = f.shape
+    p = (
+        px0 + (fw + up - 1) // 2,
+        px1 + (fw - up) // 2,
+        py0 + (fh + up - 1) // 2,
+        py1 + (fh - up) // 2,
+    )
+    return upfirdn2d(x, f, up=up, padding=p, gain=up * up)
+
+
+def downsample2d(x: jax.Array, f: np.ndarray, *, down: int = 2, padding: Padding = 0) -> jax.Array:
+    """EG3D's `downsample2d`: x [B, H, W, C] -> [B, H/down, W/down, C] (with padding 0)."""
+    px0, px1, py0, py1 = _pad4(padding)
+    fh, fw = f.shape
+    p = (
+        px0 + (fw - down + 1) // 2,
+        px1 + (fw - down) // 2,
+        py0 + (fh - down + 1) // 2,
+        py1 + (fh - down) // 2,
+    )
+    return upfirdn2d(x, f, down=down, padding=p)
+
+
+def _conv(x, w, *, stride=1, padding=(0, 0), flip_weight=True):
+    """Plain conv: x [B, H, W, I], w [kh, kw, I, O]; flip_weight=False is true convolution."""
+    if not flip_weight:
+        w = w[::-1, ::-1]
+    py, px = padding
+    return jax.lax.conv_general_dilated(
+        x, w, (stride, stride), [(py, py), (px, px)], dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+def conv2d_resample(
+    x: jax.Array,
+    w: jax.Array,
+    f: np.ndarray | None = None,
+    *,
+    up: int = 1,
+    down: int = 1,
+    padding: Padding = 0,
+    flip_weight: bool = True,
+) -> jax.Array:
+    """Convolution with optional FIR up/down-sampling, EG3D's `conv2d_resample` path by path.
+
+    x [B, H, W, I], w [kh, kw, I, O] -> [B, H·up/down, W·up/down, O] (padding = kh // 2).
+    Padding is with respect to the upsampled image, as in EG3D.
+    """
+    kh, kw = w.shape[:2]
+    fh, fw = f.shape if f is not None else (1, 1)
+    px0, px1, py0, py1 = _pad4(padding)
+    if up > 1:
+        px0 += (fw + up - 1) // 2
+        px1 += (fw - up) // 2
+        py0 += (fh + up - 1) // 2
+        py1 += (fh - up) // 2
+    if down > 1:
+        px0 += (fw - down + 1) // 2
+        px1 += (fw - down) // 2
+        py0 += (fh - down + 1) // 2
+        py1 += (fh - down) // 2
+
+    if kw == 1 and kh == 1 and down > 1 and up == 1:  # downsample first, then 1x1 conv
+        x = upfirdn2d(x, f, down=down, padding=(px0, px1, py0, py1))
+        return _conv(x, w, flip_weight=flip_weight)
+    if kw == 1 and kh == 1 and up > 1 and down == 1:  # 1x1 conv first, then upsample
+        x = _conv(x, w, flip_weight=flip_weight)
+        return upfirdn2d(x, f, up=up, padding=(px0, px1, py0, py1), gain=up * up)
+    if down > 1 and up == 1:  # filter, then strided conv
+        x = upfirdn2d(x, f, padding=(px0, px1, py0, py1))
+        return _conv(x, w, stride=down, flip_weight=flip_weight)
+    if up > 1:
+        # EG3D: conv_transpose2d(stride=up) then filter. A transposed conv is a conv of the
+        # zero-dilated input with the spatially flipped kernel and (k − 1 − p) padding.
+        px0 -= kw - 1
+        px1 -= kw - up
+        py0 -= kh - 1
+        py1 -= kh - up
+        pxt = max(min(-px0, -px1), 0)
+        pyt = max(min(-py0, -py1), 0)
+        # EG3D flips W for the transpose only when flip_weight; the transpose flips it again.
+        kernel = w[::-1, ::-1] if not flip_weight else w
+        x = jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            (1, 1),
+            [(kh - 1 - pyt, kh - 1 - pyt), (kw - 1 - pxt, kw - 1 - pxt)],
+            lhs_dilation=(up, up),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        x = upfirdn2d(x, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=up * up)
+        if down > 1:
+            x = upfirdn2d(x, f, down=down)
+        return x
+    if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
+        return _conv(x, w, padding=(py0, px0), flip_weight=flip_weight)
+    x = upfirdn2d(x, np.ones((1, 1), np.float32), padding=(px0, px1, py0, py1))
+    x = _conv(x, w, flip_weight=flip_weight)
+    if down > 1:
+        x = upfirdn2d(x, f, down=down)
+    return x
+
+
+def resize_bilinear(x: jax.Array, size: int, *, antialias: bool = True) -> jax.Array:
+    """torch `interpolate(mode='bilinear', align_corners=False, antialias=...)`, square output.
+
+    x [B, H, W, C] -> [B, size, size, C]. Upsampling is plain half-pixel bilinear with edge
+    clamping; downsampling with antialias widens the triangle kernel by the scale (PIL and
+    torch's antialias rule), which `jax.image.resize` implements.
+    """
+    b, h, w, c = x.shape
+    if (h, w) == (size, size):
+        return x
+    if not antialias and (h > size or w > size):
+        return _resize_bilinear_aliased(x, size)
+    return jax.image.resize(x, (b, size, size, c), method="linear", antialias=antialias)
+
+
+def _resize_bilinear_aliased(x: jax.Array, size: int) -> jax.Array:
+    """Bilinear resize without a low-pass filter (torch, align_corners=False, antialias=False)."""
+
+    def axis_weights(n_in):
+        src = (np.arange(size) + 0.5) * (n_in / size) - 0.5
+        src = np.clip(src, 0, None)
+        i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        t = (src - i0).astype(np.float32)
+        m = np.zeros((size, n_in), np.float32)
+        np.add.at(m, (np.arange(size), i0), 1 - t)
+        np.add.at(m, (np.arange(size), i1), t)
+        return jnp.asarray(m, x.dtype)
+
+    x = jnp.einsum("oh,bhwc->bowc", axis_weights(x.shape[1]), x)
+    return jnp.einsum("pw,bowc->bopc", axis_weights(x.shape[2]), x)

@@ -1,0 +1,1 @@
+"""Volume rendering as pure functions: rays, sampling along rays, tri-plane lookup, compositing."""

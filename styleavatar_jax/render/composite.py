@@ -1,0 +1,29 @@
+"""Volume compositing, EG3D's `MipRayMarcher2` (volumetric_rendering/ray_marcher.py)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def composite(rgb: jax.Array, sigma: jax.Array, depths: jax.Array, *, white_back: bool = False):
+    """Midpoint alpha compositing with softplus(σ − 1) density.
+
+    rgb [B, R, S, C], sigma/depths [B, R, S, 1] -> rgb [B, R, C] in [−1, 1],
+    depth [B, R, 1], weights [B, R, S−1, 1].
+    Depth is clamped to the min/max sample depth of the whole batch, as EG3D does.
+    """
+    mid = lambda x: 0.5 * (x[:, :, :-1] + x[:, :, 1:])
+    deltas = depths[:, :, 1:] - depths[:, :, :-1]
+    density = jax.nn.softplus(mid(sigma) - 1)
+    alpha = 1 - jnp.exp(-density * deltas)
+    keep = jnp.concatenate([jnp.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], axis=2)
+    weights = alpha * jnp.cumprod(keep, axis=2)[:, :, :-1]  # transmittance up to each sample
+    rgb_out = jnp.sum(weights * mid(rgb), axis=2)
+    total = jnp.sum(weights, axis=2)
+    depth = jnp.sum(weights * mid(depths), axis=2) / total
+    depth = jnp.nan_to_num(depth, nan=jnp.inf)
+    depth = jnp.clip(depth, jnp.min(depths), jnp.max(depths))
+    if white_back:
+        rgb_out = rgb_out + 1 - total
+    return rgb_out * 2 - 1, depth, weights
