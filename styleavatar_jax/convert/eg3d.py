@@ -186,4 +186,42 @@ def load_variables(state_dict: Mapping[str, np.ndarray], template: Any, *, sourc
 def variables_template(model, *inputs, **kwargs):
     """Shapes of model.init(...) without computing anything."""
     keys = {k: jax.random.key(0) for k in ("params", "render", "noise")}
-    return jax.eval_shape(lambda: model.init(keys, *inputs, **kwargs))
+    return jax.eval_shape(lambda *xs: model.init(keys, *xs, **kwargs), *inputs)
+
+
+def build_networks(g_cfg: GeneratorConfig, d_cfg: DiscriminatorConfig | None, neural_res: int):
+    """(G, G template, D, D template): the Flax modules and their variable shapes."""
+    from styleavatar_jax.models.discriminator import DualDiscriminator
+    from styleavatar_jax.models.triplane import TriPlaneGenerator
+
+    G = TriPlaneGenerator(g_cfg)
+    z = jax.ShapeDtypeStruct((1, g_cfg.z_dim), np.float32)
+    c = jax.ShapeDtypeStruct((1, g_cfg.c_dim), np.float32)
+    g_tmpl = variables_template(G, z, c, neural_res=neural_res, noise_mode="const")
+    if d_cfg is None:
+        return G, g_tmpl, None, None
+    D = DualDiscriminator(d_cfg)
+    r = d_cfg.img_resolution
+    img = jax.ShapeDtypeStruct((4, r, r, d_cfg.img_channels), np.float32)
+    raw = jax.ShapeDtypeStruct((4, neural_res, neural_res, d_cfg.img_channels), np.float32)
+    d_tmpl = jax.eval_shape(lambda *xs: D.init(jax.random.key(0), *xs), img, raw, c)
+    return G, g_tmpl, D, d_tmpl
+
+
+def run_config(g_cfg: GeneratorConfig, d_cfg: DiscriminatorConfig | None, *, neural_res: int,
+               camera: Mapping[str, Any], source: Mapping[str, Any]):
+    """The ml_collections config a converted run directory carries."""
+    import dataclasses
+
+    import ml_collections
+
+    cfg = ml_collections.ConfigDict()
+    cfg.seed = 0
+    cfg.model = ml_collections.ConfigDict()
+    cfg.model.generator = dataclasses.asdict(g_cfg)
+    cfg.model.discriminator = dataclasses.asdict(d_cfg) if d_cfg is not None else None
+    cfg.model.neural_res = int(neural_res)
+    cfg.camera = dict(camera)
+    cfg.sample = dict(truncation_psi=1.0, truncation_cutoff=14, noise_mode="const")
+    cfg.source = dict(source)
+    return cfg

@@ -73,7 +73,7 @@ class ToRGB(nn.Module):
     @nn.compact
     def __call__(self, x, w):
         in_ch = x.shape[-1]
-        styles = FullyConnected(in_ch, bias_init=1.0, name="affine")(w) * (1 / np.sqrt(in_ch))
+        styles = FullyConnected(in_ch, bias_init=1.0, name="affine")(w) * (1 / math.sqrt(in_ch))
         weight = self.param("kernel", nn.initializers.normal(1.0), (1, 1, in_ch, self.features))
         x = modulated_conv2d(x.astype(self.dtype), weight, styles, demodulate=False)
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
@@ -120,7 +120,7 @@ class SynthesisBlock(nn.Module):
             const = self.param(
                 "const", nn.initializers.normal(1.0), (self.resolution, self.resolution, self.out_channels)
             )
-            x = jnp.broadcast_to(const.astype(self.dtype), (batch, *const.shape))
+            x = jnp.broadcast_to(jnp.asarray(const, self.dtype), (batch, *const.shape))
             x = SynthesisLayer(**layer, name="conv1")(x, ws[:, 0], noise_mode=noise_mode)
         else:
             up = 2 if self.up else 1

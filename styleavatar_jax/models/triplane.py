@@ -170,6 +170,12 @@ class TriPlaneGenerator(nn.Module):
         feature_image [B, r, r, 32], planes [B, 3, 256, 256, 32] (r = neural_res).
         """
         planes = self.planes(ws, noise_mode=noise_mode)
+        out = self.synthesis_from_planes(planes, ws, c, neural_res=neural_res, uniforms=uniforms)
+        out["planes"] = planes
+        return out
+
+    def synthesis_from_planes(self, planes, ws, c, *, neural_res: int = 64, uniforms=None):
+        """Render + super-resolve given planes (to render many views of one backbone pass)."""
         out = self.render_planes(planes, c, neural_res=neural_res, uniforms=uniforms)
         b = ws.shape[0]
         feature_image = out["features"].reshape(b, neural_res, neural_res, -1)
@@ -181,7 +187,6 @@ class TriPlaneGenerator(nn.Module):
             "image_raw": rgb,
             "image_depth": depth_image,
             "feature_image": feature_image,
-            "planes": planes,
         }
 
     def sample_density(self, planes, coords):

@@ -39,7 +39,7 @@ def bias_act(
     """x + b (on the last axis), activation, × gain (default: the activation's), clamp ±clamp."""
     fn, def_gain = ACTIVATIONS[act]
     if b is not None:
-        x = x + b.astype(x.dtype)
+        x = x + jnp.asarray(b, x.dtype)
     x = fn(x)
     gain = def_gain if gain is None else gain
     if gain != 1:
@@ -71,11 +71,11 @@ class FullyConnected(nn.Module):
             lambda k, s: jax.random.normal(k, s) / self.lr_multiplier,
             (fan_in, self.features),
         )
-        w = kernel.astype(x.dtype) * (self.lr_multiplier / np.sqrt(fan_in))
+        w = jnp.asarray(kernel, x.dtype) * (self.lr_multiplier / math.sqrt(fan_in))
         b = None
         if self.use_bias:
             b = self.param("bias", nn.initializers.constant(self.bias_init), (self.features,))
-            b = b.astype(x.dtype) * self.lr_multiplier
+            b = jnp.asarray(b, x.dtype) * self.lr_multiplier
         return bias_act(x @ w, b, act=self.activation)
 
 
@@ -97,7 +97,7 @@ class Conv2d(nn.Module):
         kernel = self.param(
             "kernel", nn.initializers.normal(1.0), (k, k, fan_in, self.features)
         )
-        w = kernel.astype(x.dtype) * (1 / np.sqrt(fan_in * k * k))
+        w = jnp.asarray(kernel, x.dtype) * (1 / math.sqrt(fan_in * k * k))
         x = conv2d_resample(
             x,
             w,
@@ -140,7 +140,7 @@ def modulated_conv2d(
         dcoefs = jax.lax.rsqrt(jnp.square(styles) @ wsq + 1e-8)  # [B, O]
     x = x * styles.astype(dtype)[:, None, None, :]
     x = conv2d_resample(
-        x, weight.astype(dtype), resample_filter, up=up, padding=padding, flip_weight=flip_weight
+        x, jnp.asarray(weight, dtype), resample_filter, up=up, padding=padding, flip_weight=flip_weight
     )
     if dcoefs is not None:
         x = x * dcoefs.astype(dtype)[:, None, None, :]

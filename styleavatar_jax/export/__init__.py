@@ -1,0 +1,1 @@
+"""Outputs: image grids (and, later, videos and meshes)."""

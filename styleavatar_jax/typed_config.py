@@ -1,0 +1,92 @@
+"""ConfigDict <-> the typed, frozen dataclasses that modules take.
+
+The ConfigDict stops here: `generator_config(cfg.model.generator)` gives a GeneratorConfig,
+and an unknown or missing field is an error that names `config.model.generator.<field>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+
+from styleavatar_jax.models.discriminator import DiscriminatorConfig
+from styleavatar_jax.models.triplane import GeneratorConfig
+from styleavatar_jax.render.renderer import RenderConfig
+
+
+def _build(cls, values: Mapping[str, Any], where: str, nested: dict[str, Any] | None = None):
+    values = dict(values.to_dict() if isinstance(values, ml_collections.ConfigDict) else values)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; expected a subset of {sorted(names)}")
+    for name, sub in (nested or {}).items():
+        if name in values:
+            values[name] = _build(sub, values[name], f"{where}.{name}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from e
+
+
+def generator_config(values: Mapping[str, Any], where: str = "config.model.generator") -> GeneratorConfig:
+    return _build(GeneratorConfig, values, where, {"render": RenderConfig})
+
+
+def discriminator_config(values: Mapping[str, Any], where: str = "config.model.discriminator") -> DiscriminatorConfig:
+    return _build(DiscriminatorConfig, values, where)
+
+
+def as_dict(cfg) -> dict[str, Any]:
+    """A config dataclass as plain nested dicts (for a ConfigDict or JSON)."""
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
+    """Apply `--config.a.b=value` overrides; the value is parsed as the existing field's type.
+
+    An unknown path is an error naming the flag.
+    """
+    for item in overrides:
+        flag, sep, text = item.partition("=")
+        if not flag.startswith("--config.") or not sep:
+            raise ValueError(f"{item!r}: expected --config.<path>=<value>")
+        path = flag[len("--config."):].split(".")
+        node = cfg
+        for part in path[:-1]:
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                raise ValueError(f"{flag}: unknown config key {part!r}")
+            node = node[part]
+        leaf = path[-1]
+        if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+            raise ValueError(f"{flag}: unknown config key {leaf!r}")
+        node[leaf] = _parse_like(node[leaf], text, flag)
+    return cfg
+
+
+def _parse_like(old: Any, text: str, flag: str) -> Any:
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        if isinstance(old, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if isinstance(old, int):
+            return int(text)
+        if isinstance(old, float):
+            return float(text)
+        if isinstance(old, (list, tuple)):
+            return type(old)(float(v) if "." in v else int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{flag}={text!r}: expected a {type(old).__name__}") from None
+    if old is None:
+        for conv in (int, float):
+            try:
+                return conv(text)
+            except ValueError:
+                pass
+    return text

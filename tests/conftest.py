@@ -1,0 +1,40 @@
+"""Test set-up: 8 fake CPU devices (for the sharding tests) and the EG3D fixture."""
+
+import os
+
+# Must happen before jax is imported anywhere: tests of sharded code use 8 host devices.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+# float32 matmuls/convs at full precision on any backend (TF32 would break parity on GPU).
+jax.config.update("jax_default_matmul_precision", "highest")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PKL = FIXTURES / "eg3d_tiny.pkl"
+IO = FIXTURES / "eg3d_tiny_io.npz"
+
+
+@pytest.fixture(scope="session")
+def io():
+    """The official EG3D outputs (tests/fixtures/README.md)."""
+    return dict(np.load(IO, allow_pickle=False))
+
+
+@pytest.fixture(scope="session")
+def neural_res(io):
+    return int(json.loads(str(io["init_kwargs"]))["G_neural_rendering_resolution"])
+
+
+@pytest.fixture(scope="session")
+def converted():
+    """(cfg, networks, (G, D)) from the EG3D pickle through the safe reader."""
+    from styleavatar_jax.convert.snapshot import convert_pickle
+
+    return convert_pickle(PKL)
