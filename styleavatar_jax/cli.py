@@ -76,7 +76,7 @@ def cmd_sample(args, overrides) -> int:
 
     from styleavatar_jax import cameras, checkpoint, sampling, typed_config
     from styleavatar_jax.export import grid
-    from styleavatar_jax.models.triplane import TriPlaneGenerator
+    from styleavatar_jax.models.triplane import TriPlaneGenerator, init_variables
 
     if bool(args.ckpt) == bool(args.config):
         raise ValueError("sample: give exactly one of --ckpt DIR (trained/converted) or --config FILE (random init)")
@@ -89,10 +89,7 @@ def cmd_sample(args, overrides) -> int:
     if args.ckpt:
         variables = checkpoint.load_networks(args.ckpt, ["G_ema"])["G_ema"]
     else:
-        z = np.zeros((1, g_cfg.z_dim), np.float32)
-        c = np.zeros((1, g_cfg.c_dim), np.float32)
-        keys = {k: jax.random.key(cfg.seed) for k in ("params", "render", "noise")}
-        variables = G.init(keys, z, c, neural_res=8, noise_mode="const")
+        variables = init_variables(G, jax.random.key(cfg.seed))
     seeds = sampling.parse_seeds(args.seeds)
     yaw, pitch = cameras.parse_views(args.views)
     camera = cfg.camera.to_dict()
@@ -142,9 +139,14 @@ def _write_npz(path: Path, **arrays) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def build_parser() -> argparse.ArgumentParser:

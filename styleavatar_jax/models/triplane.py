@@ -213,3 +213,18 @@ class TriPlaneGenerator(nn.Module):
         out = self.synthesis(ws, c, neural_res=neural_res, noise_mode=noise_mode, uniforms=uniforms)
         out["ws"] = ws
         return out
+
+
+def init_variables(G: TriPlaneGenerator, key: jax.Array, *, neural_res: int = 8):
+    """Random EG3D-style initial variables {'params', 'buffers'} of G (jitted init).
+
+    Initialisation runs on a frontal camera at a small neural resolution: the variables do
+    not depend on either.
+    """
+    z = jnp.zeros((1, G.cfg.z_dim), jnp.float32)
+    c = jnp.zeros((1, G.cfg.c_dim), jnp.float32)
+    c = c.at[0, :16].set(jnp.eye(4).ravel()).at[0, 16:].set(jnp.eye(3).ravel()) if G.cfg.c_dim == LABEL_DIM else c
+    k_params, k_render, k_noise = jax.random.split(key, 3)
+    init = jax.jit(lambda k1, k2, k3: G.init({"params": k1, "render": k2, "noise": k3}, z, c,
+                                             neural_res=neural_res, noise_mode="const"))
+    return init(k_params, k_render, k_noise)
