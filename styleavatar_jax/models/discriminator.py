@@ -29,7 +29,7 @@ class DiscriminatorConfig:
     img_channels: int = 3  # per image; D sees twice as many (image ‖ raw)
     channel_base: int = 32768
     channel_max: int = 512
-    conv_clamp: float | None = None
+    conv_clamp: float | None = 256  # EG3D ffhq: 256 (with d_num_fp16_res 4), None for fp32 runs
     cmap_dim: int | None = None  # None = channels at 4²
     mapping_layers: int = 8
     mbstd_group_size: int | None = 4
