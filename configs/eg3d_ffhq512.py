@@ -30,7 +30,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             sr_kind="SuperresolutionHybrid2X",
             render=RenderConfig(depth_resolution=12, depth_resolution_importance=12),
         )
-        d = dataclasses.replace(d, img_resolution=128, channel_base=2048, channel_max=16, conv_clamp=None)
+        d = dataclasses.replace(
+            d, img_resolution=128, channel_base=2048, channel_max=16, conv_clamp=None
+        )
         neural_res = 32
     elif arg:
         raise ValueError(f"configs/eg3d_ffhq512.py: unknown variant {arg!r}; expected '' or 'tiny'")

@@ -53,13 +53,32 @@ def main(argv: list[str]) -> int:
         ckpt = out / "eg3d_tiny"
         fixtures = ROOT / "tests" / "fixtures"
         cli = [str(python()), "-m", "styleavatar_jax.cli"]
-        step1 = [*cli, "convert-eg3d", str(fixtures / "eg3d_tiny.pkl"), str(ckpt), "--overwrite",
-                 "--check", str(fixtures / "eg3d_tiny_io.npz")]
+        step1 = [
+            *cli,
+            "convert-eg3d",
+            str(fixtures / "eg3d_tiny.pkl"),
+            str(ckpt),
+            "--overwrite",
+            "--check",
+            str(fixtures / "eg3d_tiny_io.npz"),
+        ]
         print("$", " ".join(step1), flush=True)
         if rc := subprocess.call(step1, cwd=ROOT, env=env):
             return rc
-        cmd = [*cli, "sample", "--ckpt", str(ckpt), "--seeds", "0-3", "--batch", "4",
-               "--views", "yaw=-180:180:8", "--out", str(out / "samples")]
+        cmd = [
+            *cli,
+            "sample",
+            "--ckpt",
+            str(ckpt),
+            "--seeds",
+            "0-3",
+            "--batch",
+            "4",
+            "--views",
+            "yaw=-180:180:8",
+            "--out",
+            str(out / "samples"),
+        ]
         print("$", " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=ROOT, env=env)
 

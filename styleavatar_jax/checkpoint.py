@@ -53,14 +53,19 @@ def write_new_run_dir(
 def save_networks(run_dir: str | os.PathLike, networks: Mapping[str, Any], *, step: int) -> None:
     """Save {name: variables} as one orbax step under run_dir/checkpoints."""
     with ocp.CheckpointManager(Path(run_dir).absolute() / CHECKPOINTS) as mngr:
-        mngr.save(step, args=ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in networks.items()}))
+        mngr.save(
+            step,
+            args=ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in networks.items()}),
+        )
         mngr.wait_until_finished()
 
 
 def load_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; expected a run directory made by convert-eg3d or train")
+        raise FileNotFoundError(
+            f"{path}: not found; expected a run directory made by convert-eg3d or train"
+        )
     try:
         return ml_collections.ConfigDict(json.loads(path.read_text()))
     except json.JSONDecodeError as e:
@@ -83,5 +88,7 @@ def load_networks(
         missing = [n for n in names if n not in have]
         if missing:
             raise KeyError(f"{ckpt}/{step}: no network(s) {missing}; it holds {sorted(have)}")
-        restored = mngr.restore(step, args=ocp.args.Composite(**{n: ocp.args.StandardRestore() for n in names}))
+        restored = mngr.restore(
+            step, args=ocp.args.Composite(**{n: ocp.args.StandardRestore() for n in names})
+        )
     return {n: restored[n] for n in names}

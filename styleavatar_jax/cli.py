@@ -43,30 +43,47 @@ def cmd_convert(args, overrides) -> int:
         raise FileNotFoundError(f"{src}: no such snapshot file")
     if src.suffix == ".pkl":
         if args.config:
-            raise ValueError("--config is for state dicts (.pt/.pth/.npz); a .pkl carries its architecture")
+            raise ValueError(
+                "--config is for state dicts (.pt/.pth/.npz); a .pkl carries its architecture"
+            )
         cfg, networks, (G, D) = snapshot.convert_pickle(src)
     elif src.suffix in (".pt", ".pth", ".npz"):
         if not args.config:
-            raise ValueError(f"{src}: a state dict needs --config=configs/NAME.py[:arg] for its architecture")
-        cfg, networks, (G, D) = snapshot.convert_state_dict(src, load_config_file(args.config, overrides))
+            raise ValueError(
+                f"{src}: a state dict needs --config=configs/NAME.py[:arg] for its architecture"
+            )
+        cfg, networks, (G, D) = snapshot.convert_state_dict(
+            src, load_config_file(args.config, overrides)
+        )
     else:
         raise ValueError(f"{src}: expected an EG3D .pkl snapshot or a .pt/.pth/.npz state dict")
     print(f"read {src}: {', '.join(f'{k} ({_count(v)} params)' for k, v in networks.items())}")
 
     if args.check:
         io = _load_npz(args.check)
-        neural_res = int(json.loads(str(io["init_kwargs"])).get("G_neural_rendering_resolution",
-                                                                  cfg.model.neural_res)) \
-            if "init_kwargs" in io else int(cfg.model.neural_res)
-        ours = check.run_reference_inputs(G, networks["G_ema"], D, networks.get("D"), io, neural_res)
+        neural_res = (
+            int(
+                json.loads(str(io["init_kwargs"])).get(
+                    "G_neural_rendering_resolution", cfg.model.neural_res
+                )
+            )
+            if "init_kwargs" in io
+            else int(cfg.model.neural_res)
+        )
+        ours = check.run_reference_inputs(
+            G, networks["G_ema"], D, networks.get("D"), io, neural_res
+        )
         rows = check.compare(ours, io)
         print(f"check against {args.check} (neural res {neural_res}):")
         for name, err, tol in rows:
-            print(f"  {name:18s} max abs err {err:.3e}  tol {tol:.3e}  {'ok' if err <= tol else 'FAIL'}")
+            verdict = "ok" if err <= tol else "FAIL"
+            print(f"  {name:18s} max abs err {err:.3e}  tol {tol:.3e}  {verdict}")
         if not rows or any(err > tol for _, err, tol in rows):
             print("check FAILED: nothing written", file=sys.stderr)
             return 1
-    out = checkpoint.write_new_run_dir(args.out_dir, cfg, networks, step=0, overwrite=args.overwrite)
+    out = checkpoint.write_new_run_dir(
+        args.out_dir, cfg, networks, step=0, overwrite=args.overwrite
+    )
     print(f"wrote {out}")
     return 0
 
@@ -79,7 +96,7 @@ def cmd_sample(args, overrides) -> int:
     from styleavatar_jax.models.triplane import TriPlaneGenerator, init_variables
 
     if bool(args.ckpt) == bool(args.config):
-        raise ValueError("sample: give exactly one of --ckpt DIR (trained/converted) or --config FILE (random init)")
+        raise ValueError("sample: give exactly one of --ckpt DIR or --config FILE (random init)")
     if args.ckpt:
         cfg = typed_config.apply_overrides(checkpoint.load_config(args.ckpt), overrides)
     else:
@@ -96,7 +113,9 @@ def cmd_sample(args, overrides) -> int:
     c_views = sampling.view_labels(yaw, pitch, camera)
     settings = sampling.SampleSettings(
         neural_res=args.neural_res or int(cfg.model.neural_res),
-        truncation_psi=args.truncation if args.truncation is not None else float(cfg.sample.truncation_psi),
+        truncation_psi=args.truncation
+        if args.truncation is not None
+        else float(cfg.sample.truncation_psi),
         truncation_cutoff=cfg.sample.truncation_cutoff,
         noise_mode=args.noise_mode or cfg.sample.noise_mode,
     )
@@ -106,13 +125,21 @@ def cmd_sample(args, overrides) -> int:
     for chunk, images, depth, ws in sampling.sample_batches(
         G, variables, seeds, c_views, camera, settings, batch=args.batch, mesh=mesh
     ):
-        name = f"grid_seeds{chunk[0]:05d}-{chunk[-1]:05d}.png"
-        grid.write_png(out / name, grid.image_grid(grid.to_uint8(images)))
-        print(f"wrote {out / name} ({len(chunk)} seeds x {len(yaw)} views)")
+        name = f"seeds{chunk[0]:05d}-{chunk[-1]:05d}.png"
+        grid.write_png(out / f"grid_{name}", grid.image_grid(grid.to_uint8(images)))
+        near, far = float(depth.min()), float(depth.max())
+        shade = (far - depth) / max(far - near, 1e-8) * 2 - 1  # near = bright
+        grid.write_png(out / f"depth_{name}", grid.image_grid(grid.to_uint8(shade)))
+        print(f"wrote {out}/{{grid,depth}}_{name} ({len(chunk)} seeds x {len(yaw)} views)")
         all_ws.append(ws)
         all_seeds.extend(chunk)
-    _write_npz(out / "ws.npz", seeds=np.asarray(all_seeds), ws=np.concatenate(all_ws),
-               yaw=yaw.astype(np.float32), pitch=pitch.astype(np.float32))
+    _write_npz(
+        out / "ws.npz",
+        seeds=np.asarray(all_seeds),
+        ws=np.concatenate(all_ws),
+        yaw=yaw.astype(np.float32),
+        pitch=pitch.astype(np.float32),
+    )
     print(f"wrote {out / 'ws.npz'} on {mesh.size} device(s)")
     return 0
 
@@ -150,14 +177,24 @@ def _write_npz(path: Path, **arrays) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="styleavatar-jax", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="styleavatar-jax",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("convert-eg3d", help="EG3D snapshot -> orbax checkpoint + config (no code from the pickle runs)")
-    p.add_argument("snapshot", help="network-snapshot-*.pkl, or a .pt/.pth/.npz state dict (with --config)")
+    p = sub.add_parser(
+        "convert-eg3d",
+        help="EG3D snapshot -> orbax checkpoint + config (no code from the pickle runs)",
+    )
+    p.add_argument(
+        "snapshot", help="network-snapshot-*.pkl, or a .pt/.pth/.npz state dict (with --config)"
+    )
     p.add_argument("out_dir", help="run directory to create")
-    p.add_argument("--check", metavar="IO.npz", help="compare G_ema and D with official EG3D outputs")
+    p.add_argument(
+        "--check", metavar="IO.npz", help="compare G_ema and D with official EG3D outputs"
+    )
     p.add_argument("--config", help="architecture for a state dict: configs/NAME.py[:arg]")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     p.set_defaults(fn=cmd_convert)
@@ -166,8 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", help="run directory (convert-eg3d or train output)")
     p.add_argument("--config", help="configs/NAME.py[:arg]: randomly initialised G (smoke tests)")
     p.add_argument("--seeds", default="0-7", help="e.g. 0-63 or 1,5,9")
-    p.add_argument("--batch", type=int, default=8, help="seeds per compiled batch (multiple of devices)")
-    p.add_argument("--views", default="yaw=-180:180:8", help="yaw=A:B:N or yaw=Y1,Y2;pitch=... (degrees)")
+    p.add_argument(
+        "--batch", type=int, default=8, help="seeds per compiled batch (multiple of devices)"
+    )
+    p.add_argument(
+        "--views", default="yaw=-180:180:8", help="yaw=A:B:N or yaw=Y1,Y2;pitch=... (degrees)"
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--truncation", type=float, help="psi (default: config sample.truncation_psi)")
     p.add_argument("--neural-res", type=int, help="neural rendering resolution (default: config)")

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from styleavatar_jax import cameras
 from styleavatar_jax.models.triplane import TriPlaneGenerator
@@ -76,16 +77,29 @@ def make_sampler(G: TriPlaneGenerator, settings: SampleSettings, mesh: Mesh):
 
     def sample(variables, z, c_cond, c_views, seeds):
         keys = jax.vmap(lambda sd: jax.random.fold_in(jax.random.key(0), sd))(seeds)
-        ws = G.apply(variables, z, c_cond, truncation_psi=s.truncation_psi,
-                     truncation_cutoff=s.truncation_cutoff, method=G.mapping)
+        ws = G.apply(
+            variables,
+            z,
+            c_cond,
+            truncation_psi=s.truncation_psi,
+            truncation_cutoff=s.truncation_cutoff,
+            method=G.mapping,
+        )
         noise_rng = {"noise": jax.random.fold_in(keys[0], 1 << 20)}
         planes = G.apply(variables, ws, noise_mode=s.noise_mode, method=G.planes, rngs=noise_rng)
 
         def one_view(args):
             i, c_view = args
             c = jnp.broadcast_to(c_view, (z.shape[0], c_view.shape[-1]))
-            out = G.apply(variables, planes, ws, c, neural_res=s.neural_res,
-                          uniforms=per_seed_uniforms(keys, i), method=G.synthesis_from_planes)
+            out = G.apply(
+                variables,
+                planes,
+                ws,
+                c,
+                neural_res=s.neural_res,
+                uniforms=per_seed_uniforms(keys, i),
+                method=G.synthesis_from_planes,
+            )
             return out["image"], out["image_depth"]
 
         views = jnp.arange(c_views.shape[0])
@@ -93,11 +107,22 @@ def make_sampler(G: TriPlaneGenerator, settings: SampleSettings, mesh: Mesh):
         return images.swapaxes(0, 1), depth.swapaxes(0, 1), ws
 
     repl, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    return jax.jit(sample, in_shardings=(repl, rows, rows, repl, rows), out_shardings=(rows, rows, rows))
+    return jax.jit(
+        sample, in_shardings=(repl, rows, rows, repl, rows), out_shardings=(rows, rows, rows)
+    )
 
 
-def sample_batches(G, variables, seeds: Sequence[int], c_views: np.ndarray, camera: dict,
-                   settings: SampleSettings, *, batch: int, mesh: Mesh):
+def sample_batches(
+    G,
+    variables,
+    seeds: Sequence[int],
+    c_views: np.ndarray,
+    camera: dict,
+    settings: SampleSettings,
+    *,
+    batch: int,
+    mesh: Mesh,
+):
     """Yield (seeds, images [b, V, R, R, 3], depth [b, V, r, r, 1], ws [b, L, w]) per batch.
 
     The last batch is padded to `batch` (one compilation) and cropped.

@@ -22,7 +22,9 @@ def _build(cls, values: Mapping[str, Any], where: str, nested: dict[str, Any] | 
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; expected a subset of {sorted(names)}")
+        raise ValueError(
+            f"{where}: unknown field(s) {unknown}; expected a subset of {sorted(names)}"
+        )
     for name, sub in (nested or {}).items():
         if name in values:
             values[name] = _build(sub, values[name], f"{where}.{name}")
@@ -32,11 +34,15 @@ def _build(cls, values: Mapping[str, Any], where: str, nested: dict[str, Any] | 
         raise ValueError(f"{where}: {e}") from e
 
 
-def generator_config(values: Mapping[str, Any], where: str = "config.model.generator") -> GeneratorConfig:
+def generator_config(
+    values: Mapping[str, Any], where: str = "config.model.generator"
+) -> GeneratorConfig:
     return _build(GeneratorConfig, values, where, {"render": RenderConfig})
 
 
-def discriminator_config(values: Mapping[str, Any], where: str = "config.model.discriminator") -> DiscriminatorConfig:
+def discriminator_config(
+    values: Mapping[str, Any], where: str = "config.model.discriminator"
+) -> DiscriminatorConfig:
     return _build(DiscriminatorConfig, values, where)
 
 
@@ -45,7 +51,9 @@ def as_dict(cfg) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
+def apply_overrides(
+    cfg: ml_collections.ConfigDict, overrides: list[str]
+) -> ml_collections.ConfigDict:
     """Apply `--config.a.b=value` overrides; the value is parsed as the existing field's type.
 
     An unknown path is an error naming the flag.
@@ -54,7 +62,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> ml_
         flag, sep, text = item.partition("=")
         if not flag.startswith("--config.") or not sep:
             raise ValueError(f"{item!r}: expected --config.<path>=<value>")
-        path = flag[len("--config."):].split(".")
+        path = flag[len("--config.") :].split(".")
         node = cfg
         for part in path[:-1]:
             if not isinstance(node, ml_collections.ConfigDict) or part not in node:

@@ -101,7 +101,15 @@ def test_state_dict_needs_config(tmp_path, capsys):
 
 def test_missing_key_is_named(tmp_path, capsys):
     path = _state_dict_npz(tmp_path, lambda sd: sd.pop("G_ema.decoder.net.0.weight"))
-    rc = main(["convert-eg3d", str(path), str(tmp_path / "run"), "--config", "configs/eg3d_ffhq512.py:tiny"])
+    rc = main(
+        [
+            "convert-eg3d",
+            str(path),
+            str(tmp_path / "run"),
+            "--config",
+            "configs/eg3d_ffhq512.py:tiny",
+        ]
+    )
     assert rc == 2
     assert "missing key 'decoder.net.0.weight'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
@@ -111,15 +119,30 @@ def test_shape_mismatch_is_named(tmp_path, capsys):
     def edit(sd):
         sd["G_ema.backbone.mapping.fc0.weight"] = np.zeros((3, 3), np.float32)
 
-    rc = main(["convert-eg3d", str(_state_dict_npz(tmp_path, edit)), str(tmp_path / "run"),
-               "--config", "configs/eg3d_ffhq512.py:tiny"])
+    rc = main(
+        [
+            "convert-eg3d",
+            str(_state_dict_npz(tmp_path, edit)),
+            str(tmp_path / "run"),
+            "--config",
+            "configs/eg3d_ffhq512.py:tiny",
+        ]
+    )
     assert rc == 2
     assert "'backbone.mapping.fc0.weight' has shape (3, 3)" in capsys.readouterr().err
 
 
 def test_architecture_overrides_are_checked(tmp_path, capsys):
-    rc = main(["convert-eg3d", str(_state_dict_npz(tmp_path)), str(tmp_path / "run"),
-               "--config", "configs/eg3d_ffhq512.py:tiny", "--config.model.generator.channel_max=32"])
+    rc = main(
+        [
+            "convert-eg3d",
+            str(_state_dict_npz(tmp_path)),
+            str(tmp_path / "run"),
+            "--config",
+            "configs/eg3d_ffhq512.py:tiny",
+            "--config.model.generator.channel_max=32",
+        ]
+    )
     assert rc == 2  # the weights are for channel_max 16
     assert "has shape" in capsys.readouterr().err
 

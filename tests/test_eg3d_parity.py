@@ -19,12 +19,16 @@ from styleavatar_jax.render.renderer import RenderUniforms
 
 
 def _uniforms(io):
-    return RenderUniforms(jnp.asarray(io["rng/00_stratified_jitter"]), jnp.asarray(io["rng/01_pdf_u"]))
+    return RenderUniforms(
+        jnp.asarray(io["rng/00_stratified_jitter"]), jnp.asarray(io["rng/01_pdf_u"])
+    )
 
 
 def test_every_output_matches_eg3d(converted, io, neural_res):
     _, nets, (G, D) = converted
-    rows = check.compare(check.run_reference_inputs(G, nets["G_ema"], D, nets["D"], io, neural_res), io)
+    rows = check.compare(
+        check.run_reference_inputs(G, nets["G_ema"], D, nets["D"], io, neural_res), io
+    )
     assert {r[0] for r in rows} == set(check.RELATIVE + check.ABSOLUTE)
     bad = [(n, e, t) for n, e, t in rows if not e <= t]
     assert not bad, f"outputs off the EG3D reference (name, err, tol): {bad}"
@@ -38,7 +42,9 @@ def test_d_on_our_own_images_matches(converted, io, neural_res):
         out = G.apply(g_vars, z, c, neural_res=neural_res, noise_mode="const", uniforms=u)
         return D.apply(d_vars, out["image"], out["image_raw"], c)
 
-    np.testing.assert_allclose(logits(nets["G_ema"], nets["D"], io["z"], io["c"], _uniforms(io)), io["logits"], atol=1e-3)
+    np.testing.assert_allclose(
+        logits(nets["G_ema"], nets["D"], io["z"], io["c"], _uniforms(io)), io["logits"], atol=1e-3
+    )
 
 
 def test_gradients_match(converted, io, neural_res):
@@ -47,19 +53,29 @@ def test_gradients_match(converted, io, neural_res):
     g_vars, d_vars, c = nets["G_ema"], nets["D"], io["c"]
 
     def loss(params, z):
-        out = G.apply({**g_vars, "params": params}, z, c, neural_res=neural_res, noise_mode="const",
-                      uniforms=_uniforms(io))
+        out = G.apply(
+            {**g_vars, "params": params},
+            z,
+            c,
+            neural_res=neural_res,
+            noise_mode="const",
+            uniforms=_uniforms(io),
+        )
         return D.apply(d_vars, out["image"], out["image_raw"], c).mean()
 
-    L, (g_params, g_z) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(g_vars["params"], io["z"])
+    L, (g_params, g_z) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(
+        g_vars["params"], io["z"]
+    )
     np.testing.assert_allclose(L, io["grad/L"], atol=1e-4)
     ours = {
         "grad/z": g_z,
         "grad/G_ema/decoder.net.0.weight": g_params["decoder"]["fc0"]["kernel"].T,
-        "grad/G_ema/backbone.synthesis.b32.conv0.weight":
-            g_params["backbone"]["synthesis"]["b32"]["conv0"]["kernel"].transpose(3, 2, 0, 1),
-        "grad/G_ema/superresolution.block0.conv0.affine.bias":
-            g_params["superresolution"]["block0"]["conv0"]["affine"]["bias"],
+        "grad/G_ema/backbone.synthesis.b32.conv0.weight": g_params["backbone"]["synthesis"]["b32"][
+            "conv0"
+        ]["kernel"].transpose(3, 2, 0, 1),
+        "grad/G_ema/superresolution.block0.conv0.affine.bias": g_params["superresolution"][
+            "block0"
+        ]["conv0"]["affine"]["bias"],
     }
     for key, value in ours.items():
         ref = io[key]
@@ -110,14 +126,18 @@ def test_bf16_compute_stays_within_documented_bound(converted, io, neural_res):
     cfg, nets, (G, D) = converted
     G16 = TriPlaneGenerator(dataclasses.replace(G.cfg, backbone_bf16=True, sr_bf16=True))
     D16 = DualDiscriminator(dataclasses.replace(D.cfg, bf16=True))
-    run = jax.jit(lambda v, z, c, u: G16.apply(v, z, c, neural_res=neural_res, noise_mode="const", uniforms=u))
+    run = jax.jit(
+        lambda v, z, c, u: G16.apply(v, z, c, neural_res=neural_res, noise_mode="const", uniforms=u)
+    )
     out = run(nets["G_ema"], io["z"], io["c"], _uniforms(io))
     assert out["image"].dtype == jnp.float32
     img_err = np.abs(np.asarray(out["image"]).transpose(0, 3, 1, 2) - io["image"]).max()
     raw_err = np.abs(np.asarray(out["image_raw"]).transpose(0, 3, 1, 2) - io["image_raw"]).max()
     nhwc = lambda x: x.transpose(0, 2, 3, 1)
-    logit_err = np.abs(np.asarray(D16.apply(nets["D"], nhwc(io["image"]), nhwc(io["image_raw"]), io["c"]))
-                       - io["logits"]).max()
+    logit_err = np.abs(
+        np.asarray(D16.apply(nets["D"], nhwc(io["image"]), nhwc(io["image_raw"]), io["c"]))
+        - io["logits"]
+    ).max()
     bound = 0.05 * np.abs(io["image"]).max()
     assert img_err <= bound and raw_err <= 0.1 and logit_err <= 0.02, (img_err, raw_err, logit_err)
     assert img_err > 0  # bf16 really ran
@@ -126,8 +146,12 @@ def test_bf16_compute_stays_within_documented_bound(converted, io, neural_res):
 @pytest.mark.parametrize("axes", ["corrected"])
 def test_corrected_plane_axes_change_the_render(converted, io, neural_res, axes):
     _, nets, (G, _) = converted
-    G2 = TriPlaneGenerator(dataclasses.replace(G.cfg, render=dataclasses.replace(G.cfg.render, plane_axes=axes)))
-    run = lambda g: jax.jit(lambda v, z, c, u: g.apply(v, z, c, neural_res=neural_res, noise_mode="const", uniforms=u))
+    G2 = TriPlaneGenerator(
+        dataclasses.replace(G.cfg, render=dataclasses.replace(G.cfg.render, plane_axes=axes))
+    )
+    run = lambda g: jax.jit(
+        lambda v, z, c, u: g.apply(v, z, c, neural_res=neural_res, noise_mode="const", uniforms=u)
+    )
     a = run(G)(nets["G_ema"], io["z"], io["c"], _uniforms(io))
     b = run(G2)(nets["G_ema"], io["z"], io["c"], _uniforms(io))
     np.testing.assert_array_equal(a["planes"], b["planes"])

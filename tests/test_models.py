@@ -4,7 +4,6 @@ import dataclasses
 import json
 
 import flax
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,8 +26,10 @@ def mapping():
     return m, v
 
 
-@pytest.mark.parametrize(("z_shape", "c_shape", "name"), [((2, 7), (2, 25), "z"), ((2, 8), (2, 24), "c"),
-                                                          ((8,), (2, 25), "z")])
+@pytest.mark.parametrize(
+    ("z_shape", "c_shape", "name"),
+    [((2, 7), (2, 25), "z"), ((2, 8), (2, 24), "c"), ((8,), (2, 25), "z")],
+)
 def test_wrong_shapes_are_named(mapping, z_shape, c_shape, name):
     m, v = mapping
     with pytest.raises(ValueError, match=rf"^{name}: expected shape \[batch, "):
@@ -36,9 +37,15 @@ def test_wrong_shapes_are_named(mapping, z_shape, c_shape, name):
 
 
 def test_generator_checks_c(mapping):
-    G = TriPlaneGenerator(typed_config.generator_config(load_config_file("configs/eg3d_ffhq512.py:tiny").model.generator))
+    G = TriPlaneGenerator(
+        typed_config.generator_config(
+            load_config_file("configs/eg3d_ffhq512.py:tiny").model.generator
+        )
+    )
     with pytest.raises(ValueError, match=r"^c: expected shape \[batch, 25\]"):
-        jax.eval_shape(lambda: G.init(jax.random.key(0), jnp.ones((1, 64)), jnp.ones((1, 16)), neural_res=8))
+        jax.eval_shape(
+            lambda: G.init(jax.random.key(0), jnp.ones((1, 64)), jnp.ones((1, 16)), neural_res=8)
+        )
 
 
 def test_truncation_and_w_avg_ema(mapping):
@@ -46,7 +53,9 @@ def test_truncation_and_w_avg_ema(mapping):
     z, c = jax.random.normal(jax.random.key(1), (4, 8)), jnp.ones((4, 25))
     ws, state = m.apply(v, z, c, update_emas=True, mutable=["buffers"])
     w_mean = np.asarray(ws[:, 0]).mean(0)
-    np.testing.assert_allclose(state["buffers"]["w_avg"], (1 - 0.998) * w_mean, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        state["buffers"]["w_avg"], (1 - 0.998) * w_mean, rtol=1e-5, atol=1e-7
+    )
     v2 = {**v, **state}
     assert np.allclose(m.apply(v2, z, c, truncation_psi=0.0), np.asarray(state["buffers"]["w_avg"]))
     cut = m.apply(v2, z, c, truncation_psi=0.5, truncation_cutoff=2)
@@ -60,7 +69,8 @@ def test_noise_modes():
     ws = jax.random.normal(jax.random.key(0), (2, net.num_ws, 16))
     v = net.init({"params": jax.random.key(1), "noise": jax.random.key(2)}, ws)
     v["params"] = jax.tree_util.tree_map_with_path(
-        lambda p, x: jnp.ones_like(x) if p[-1].key == "noise_strength" else x, v["params"])
+        lambda p, x: jnp.ones_like(x) if p[-1].key == "noise_strength" else x, v["params"]
+    )
     run = lambda mode, k=0: net.apply(v, ws, noise_mode=mode, rngs={"noise": jax.random.key(k)})
     assert not np.allclose(run("random", 0), run("random", 1))
     np.testing.assert_array_equal(run("const", 0), run("const", 1))
@@ -72,9 +82,13 @@ def test_noise_modes():
 def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match=r"config.model.generator: unknown field\(s\) \['bogus'\]"):
         typed_config.generator_config({"bogus": 1})
-    with pytest.raises(ValueError, match=r"config.model.generator.render: unknown field\(s\) \['near'\]"):
+    with pytest.raises(
+        ValueError, match=r"config.model.generator.render: unknown field\(s\) \['near'\]"
+    ):
         typed_config.generator_config({"render": {"near": 1.0}})
-    with pytest.raises(ValueError, match="img_resolution=256 does not match SuperresolutionHybrid8XDC"):
+    with pytest.raises(
+        ValueError, match="img_resolution=256 does not match SuperresolutionHybrid8XDC"
+    ):
         dataclasses.replace(GeneratorConfig(), img_resolution=256)
 
 

@@ -24,8 +24,11 @@ def _run(tiny, num_devices, seeds, batch):
     views = sampling.view_labels(yaw, pitch, cfg.camera.to_dict())
     settings = sampling.SampleSettings(neural_res=NEURAL_RES, truncation_psi=0.7)
     mesh = sampling.make_mesh(num_devices)
-    return list(sampling.sample_batches(G, variables, seeds, views, cfg.camera.to_dict(), settings,
-                                        batch=batch, mesh=mesh))
+    return list(
+        sampling.sample_batches(
+            G, variables, seeds, views, cfg.camera.to_dict(), settings, batch=batch, mesh=mesh
+        )
+    )
 
 
 def test_sharded_equals_single_device(tiny):
@@ -69,8 +72,23 @@ def test_sample_cli_writes_grid_and_ws(tmp_path):
     from PIL import Image
 
     out = tmp_path / "samples"
-    rc = main(["sample", "--config", "configs/eg3d_ffhq512.py:tiny", "--seeds", "0-2", "--batch", "8",
-               "--views", "yaw=-180:180:4", "--neural-res", str(NEURAL_RES), "--out", str(out)])
+    rc = main(
+        [
+            "sample",
+            "--config",
+            "configs/eg3d_ffhq512.py:tiny",
+            "--seeds",
+            "0-2",
+            "--batch",
+            "8",
+            "--views",
+            "yaw=-180:180:4",
+            "--neural-res",
+            str(NEURAL_RES),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     [png] = sorted(out.glob("grid_*.png"))
     assert Image.open(png).size == (4 * 128, 3 * 128)  # columns = views, rows = seeds
@@ -81,7 +99,18 @@ def test_sample_cli_writes_grid_and_ws(tmp_path):
 
 
 def test_sample_cli_rejects_unknown_config_key(tmp_path, capsys):
-    rc = main(["sample", "--config", "configs/eg3d_ffhq512.py:tiny", "--out", str(tmp_path),
-               "--config.model.generator.no_such_field=3"])
+    rc = main(
+        [
+            "sample",
+            "--config",
+            "configs/eg3d_ffhq512.py:tiny",
+            "--out",
+            str(tmp_path),
+            "--config.model.generator.no_such_field=3",
+        ]
+    )
     assert rc == 2
-    assert "--config.model.generator.no_such_field: unknown config key 'no_such_field'" in capsys.readouterr().err
+    assert (
+        "--config.model.generator.no_such_field: unknown config key 'no_such_field'"
+        in capsys.readouterr().err
+    )

@@ -35,12 +35,16 @@ def _planes_views(planes: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def run_reference_inputs(G, g_vars, D, d_vars, io: Mapping[str, np.ndarray], neural_res: int) -> dict[str, np.ndarray]:
+def run_reference_inputs(
+    G, g_vars, D, d_vars, io: Mapping[str, np.ndarray], neural_res: int
+) -> dict[str, np.ndarray]:
     """Our outputs on the npz's inputs, in the npz's layouts."""
     uniforms = RenderUniforms(
         jnp.asarray(io["rng/00_stratified_jitter"]), jnp.asarray(io["rng/01_pdf_u"])
     )
-    g = jax.jit(lambda v, z, c, u: G.apply(v, z, c, neural_res=neural_res, noise_mode="const", uniforms=u))
+    g = jax.jit(
+        lambda v, z, c, u: G.apply(v, z, c, neural_res=neural_res, noise_mode="const", uniforms=u)
+    )
     out = jax.device_get(g(g_vars, jnp.asarray(io["z"]), jnp.asarray(io["c"]), uniforms))
     nchw = lambda x: np.asarray(x).transpose(0, 3, 1, 2)
     result = {
@@ -54,11 +58,15 @@ def run_reference_inputs(G, g_vars, D, d_vars, io: Mapping[str, np.ndarray], neu
     if D is not None and "logits" in io:
         nhwc = lambda x: jnp.asarray(x).transpose(0, 2, 3, 1)
         d = jax.jit(lambda v, a, b, c: D.apply(v, a, b, c))
-        result["logits"] = np.asarray(d(d_vars, nhwc(io["image"]), nhwc(io["image_raw"]), jnp.asarray(io["c"])))
+        result["logits"] = np.asarray(
+            d(d_vars, nhwc(io["image"]), nhwc(io["image_raw"]), jnp.asarray(io["c"]))
+        )
     return result
 
 
-def compare(ours: Mapping[str, np.ndarray], io: Mapping[str, Any]) -> list[tuple[str, float, float]]:
+def compare(
+    ours: Mapping[str, np.ndarray], io: Mapping[str, Any]
+) -> list[tuple[str, float, float]]:
     """[(name, max abs error, tolerance)] for every output present in both."""
     rows = []
     for name in RELATIVE + ABSOLUTE:
@@ -66,7 +74,9 @@ def compare(ours: Mapping[str, np.ndarray], io: Mapping[str, Any]) -> list[tuple
             continue
         ref = np.asarray(io[name], np.float64)
         if ours[name].shape != ref.shape:
-            raise ValueError(f"{name}: our output has shape {ours[name].shape}, the reference {ref.shape}")
+            raise ValueError(
+                f"{name}: our output has shape {ours[name].shape}, the reference {ref.shape}"
+            )
         err = float(np.max(np.abs(ours[name] - ref)))
         tol = 1e-4 * float(np.max(np.abs(ref))) if name in RELATIVE else 1e-3
         rows.append((name, err, tol))

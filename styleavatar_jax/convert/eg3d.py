@@ -30,30 +30,61 @@ _RENAMES = {"decoder.fc0": "decoder.net.0", "decoder.fc1": "decoder.net.2"}
 def _known(kwargs: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
-        raise ValueError(f"{where}: unsupported EG3D init kwargs {unknown}; known: {sorted(allowed)}")
+        raise ValueError(
+            f"{where}: unsupported EG3D init kwargs {unknown}; known: {sorted(allowed)}"
+        )
 
 
 def generator_config(kwargs: Mapping[str, Any]) -> GeneratorConfig:
     """EG3D TriPlaneGenerator init kwargs (as pickled) -> GeneratorConfig."""
     _known(
         kwargs,
-        {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "sr_num_fp16_res",
-         "mapping_kwargs", "rendering_kwargs", "sr_kwargs", "channel_base", "channel_max",
-         "num_fp16_res", "conv_clamp", "fused_modconv_default"},
+        {
+            "z_dim",
+            "c_dim",
+            "w_dim",
+            "img_resolution",
+            "img_channels",
+            "sr_num_fp16_res",
+            "mapping_kwargs",
+            "rendering_kwargs",
+            "sr_kwargs",
+            "channel_base",
+            "channel_max",
+            "num_fp16_res",
+            "conv_clamp",
+            "fused_modconv_default",
+        },
         "G init_kwargs",
     )
     rk = dict(kwargs["rendering_kwargs"])
     mk = dict(kwargs.get("mapping_kwargs", {}))
-    _known(mk, {"num_layers", "embed_features", "layer_features", "lr_multiplier", "w_avg_beta",
-                "activation"}, "G mapping_kwargs")
+    _known(
+        mk,
+        {
+            "num_layers",
+            "embed_features",
+            "layer_features",
+            "lr_multiplier",
+            "w_avg_beta",
+            "activation",
+        },
+        "G mapping_kwargs",
+    )
     if mk.get("activation", "lrelu") != "lrelu":
-        raise ValueError(f"G mapping_kwargs.activation={mk['activation']!r}: only 'lrelu' is supported")
+        raise ValueError(
+            f"G mapping_kwargs.activation={mk['activation']!r}: only 'lrelu' is supported"
+        )
     sr_kind = rk["superresolution_module"].rsplit(".", 1)[-1]
     if sr_kind not in SR_SPECS:
-        raise ValueError(f"rendering_kwargs.superresolution_module={rk['superresolution_module']!r}: "
-                         f"expected one of {sorted(SR_SPECS)}")
+        raise ValueError(
+            f"rendering_kwargs.superresolution_module={rk['superresolution_module']!r}: "
+            f"expected one of {sorted(SR_SPECS)}"
+        )
     if rk.get("clamp_mode", "softplus") != "softplus":
-        raise ValueError(f"rendering_kwargs.clamp_mode={rk['clamp_mode']!r}: only 'softplus' exists")
+        raise ValueError(
+            f"rendering_kwargs.clamp_mode={rk['clamp_mode']!r}: only 'softplus' exists"
+        )
     auto = rk["ray_start"] == "auto"
     render = RenderConfig(
         ray_start=None if auto else float(rk["ray_start"]),
@@ -91,9 +122,21 @@ def discriminator_config(kwargs: Mapping[str, Any]) -> DiscriminatorConfig:
     """EG3D DualDiscriminator init kwargs -> DiscriminatorConfig."""
     _known(
         kwargs,
-        {"c_dim", "img_resolution", "img_channels", "architecture", "channel_base", "channel_max",
-         "num_fp16_res", "conv_clamp", "cmap_dim", "disc_c_noise", "block_kwargs",
-         "mapping_kwargs", "epilogue_kwargs"},
+        {
+            "c_dim",
+            "img_resolution",
+            "img_channels",
+            "architecture",
+            "channel_base",
+            "channel_max",
+            "num_fp16_res",
+            "conv_clamp",
+            "cmap_dim",
+            "disc_c_noise",
+            "block_kwargs",
+            "mapping_kwargs",
+            "epilogue_kwargs",
+        },
         "D init_kwargs",
     )
     if kwargs.get("architecture", "resnet") != "resnet":
@@ -126,13 +169,16 @@ def torch_key(path: tuple[str, ...]) -> str:
     prefix = ".".join(mods)
     for ours, theirs in _RENAMES.items():
         if prefix == ours or prefix.startswith(ours + "."):
-            prefix = theirs + prefix[len(ours):]
+            prefix = theirs + prefix[len(ours) :]
     leaf = "weight" if leaf == "kernel" else leaf
     return f"{prefix}.{leaf}" if prefix else leaf
 
 
 def to_flax_layout(leaf: str, value: np.ndarray) -> np.ndarray:
-    """A torch tensor in our layout: dense [out, in] -> [in, out], conv OIHW -> HWIO, const CHW -> HWC."""
+    """A torch tensor in our layout.
+
+    Dense [out, in] -> [in, out], conv OIHW -> HWIO, const CHW -> HWC.
+    """
     if leaf == "kernel" and value.ndim == 2:
         return value.T
     if leaf == "kernel" and value.ndim == 4:
@@ -146,7 +192,9 @@ def to_flax_layout(leaf: str, value: np.ndarray) -> np.ndarray:
 EXTRA_KEYS = ("dataset_label_std",)
 
 
-def load_variables(state_dict: Mapping[str, np.ndarray], template: Any, *, source: str = "state_dict"):
+def load_variables(
+    state_dict: Mapping[str, np.ndarray], template: Any, *, source: str = "state_dict"
+):
     """Fill `template` (a pytree of arrays or ShapeDtypeStructs from init / eval_shape, with
     'params' and 'buffers' collections) from an EG3D state dict.
 
@@ -158,7 +206,9 @@ def load_variables(state_dict: Mapping[str, np.ndarray], template: Any, *, sourc
     for path, spec in flat.items():
         key = torch_key(path[1:])
         if key not in state_dict:
-            raise ValueError(f"{source}: missing key {key!r} (for {'/'.join(path)}, shape {tuple(spec.shape)})")
+            raise ValueError(
+                f"{source}: missing key {key!r} (for {'/'.join(path)}, shape {tuple(spec.shape)})"
+            )
         value = to_flax_layout(path[-1], np.asarray(state_dict[key], np.float32))
         if value.shape != tuple(spec.shape):
             raise ValueError(
@@ -179,7 +229,9 @@ def load_variables(state_dict: Mapping[str, np.ndarray], template: Any, *, sourc
             if not np.allclose(np.asarray(value), fir, atol=1e-7):
                 raise ValueError(f"{source}: {key!r} is not EG3D's [1,3,3,1] filter")
             continue
-        raise ValueError(f"{source}: unexpected key {key!r} (shape {np.shape(value)}) with no place in the model")
+        raise ValueError(
+            f"{source}: unexpected key {key!r} (shape {np.shape(value)}) with no place in the model"
+        )
     return flax.traverse_util.unflatten_dict(out), extras
 
 
@@ -208,8 +260,14 @@ def build_networks(g_cfg: GeneratorConfig, d_cfg: DiscriminatorConfig | None, ne
     return G, g_tmpl, D, d_tmpl
 
 
-def run_config(g_cfg: GeneratorConfig, d_cfg: DiscriminatorConfig | None, *, neural_res: int,
-               camera: Mapping[str, Any], source: Mapping[str, Any]):
+def run_config(
+    g_cfg: GeneratorConfig,
+    d_cfg: DiscriminatorConfig | None,
+    *,
+    neural_res: int,
+    camera: Mapping[str, Any],
+    source: Mapping[str, Any],
+):
     """The ml_collections config a converted run directory carries."""
     import dataclasses
 

@@ -32,10 +32,16 @@ def convert_pickle(path: str | os.PathLike):
     neural_res = int(getattr(snap.G_ema, "attributes", {}).get("neural_rendering_resolution", 64))
     G, g_tmpl, D, d_tmpl = eg3d.build_networks(g_cfg, d_cfg, neural_res)
     networks, extras = {}, {}
-    for name, net, tmpl in (("G_ema", snap.G_ema, g_tmpl), ("G", snap.G, g_tmpl), ("D", snap.D, d_tmpl)):
+    for name, net, tmpl in (
+        ("G_ema", snap.G_ema, g_tmpl),
+        ("G", snap.G, g_tmpl),
+        ("D", snap.D, d_tmpl),
+    ):
         if net is None:
             continue
-        networks[name], extra = eg3d.load_variables(net.state_dict, tmpl, source=f"{path.name}:{name}")
+        networks[name], extra = eg3d.load_variables(
+            net.state_dict, tmpl, source=f"{path.name}:{name}"
+        )
         extras.update({f"{name}_{k}": v.tolist() for k, v in extra.items()})
     rk = snap.G_ema.init_kwargs["rendering_kwargs"]
     camera = dict(
@@ -73,9 +79,14 @@ def convert_state_dict(path: str | os.PathLike, cfg: ml_collections.ConfigDict):
     networks = {}
     for name, tmpl in (("G_ema", g_tmpl), ("G", g_tmpl), ("D", d_tmpl)):
         if name in groups:
-            networks[name], _ = eg3d.load_variables(groups[name], tmpl, source=f"{path.name}:{name}")
-    camera = cfg.camera.to_dict() if "camera" in cfg else dict(radius=2.7, fov_degrees=EG3D_FOV_DEGREES,
-                                                                pivot=(0, 0, 0.2))
+            networks[name], _ = eg3d.load_variables(
+                groups[name], tmpl, source=f"{path.name}:{name}"
+            )
+    camera = (
+        cfg.camera.to_dict()
+        if "camera" in cfg
+        else dict(radius=2.7, fov_degrees=EG3D_FOV_DEGREES, pivot=(0, 0, 0.2))
+    )
     source = dict(path=str(path.absolute()), format="state-dict")
     out_cfg = eg3d.run_config(g_cfg, d_cfg, neural_res=neural_res, camera=camera, source=source)
     return out_cfg, networks, (G, D)

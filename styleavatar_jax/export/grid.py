@@ -28,7 +28,9 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(f, format="PNG")
+            Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
+                f, format="PNG"
+            )
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

@@ -57,7 +57,9 @@ class DiscriminatorBlock(nn.Module):
         g = math.sqrt(0.5)
         y = Conv2d(self.out_channels, 1, use_bias=False, down=2, name="skip")(x, gain=g)
         x = Conv2d(self.tmp_channels, 3, "lrelu", conv_clamp=self.conv_clamp, name="conv0")(x)
-        x = Conv2d(self.out_channels, 3, "lrelu", down=2, conv_clamp=self.conv_clamp, name="conv1")(x, gain=g)
+        x = Conv2d(self.out_channels, 3, "lrelu", down=2, conv_clamp=self.conv_clamp, name="conv1")(
+            x, gain=g
+        )
         return y + x
 
 
@@ -97,7 +99,9 @@ class DualDiscriminator(nn.Module):
         cfg = self.cfg
         res = cfg.img_resolution
         if image.shape[1:] != (res, res, cfg.img_channels):
-            raise ValueError(f"image: expected [batch, {res}, {res}, {cfg.img_channels}], got {image.shape}")
+            raise ValueError(
+                f"image: expected [batch, {res}, {res}, {cfg.img_channels}], got {image.shape}"
+            )
         # EG3D filtered_resizing(filter_mode='antialiased'): bilinear with antialias.
         raw = resize_bilinear(image_raw.astype(jnp.float32), res, antialias=True)
         img = jnp.concatenate([image.astype(jnp.float32), raw], axis=-1)
@@ -120,7 +124,9 @@ class DualDiscriminator(nn.Module):
         cmap = None
         if cfg.c_dim > 0:
             if c is None or c.shape[-1] != cfg.c_dim:
-                raise ValueError(f"c: expected shape [batch, {cfg.c_dim}], got {None if c is None else c.shape}")
+                raise ValueError(
+                    f"c: expected shape [batch, {cfg.c_dim}], got {None if c is None else c.shape}"
+                )
             if cfg.disc_c_noise > 0:
                 noise = jax.random.normal(self.make_rng("c_noise"), c.shape)
                 c = c + noise * jnp.std(c, axis=0, ddof=1) * cfg.disc_c_noise

@@ -46,7 +46,9 @@ class SuperResolution(nn.Module):
     @nn.compact
     def __call__(self, rgb, x, ws, *, noise_mode: str = "none"):
         if self.kind not in SR_SPECS:
-            raise ValueError(f"superresolution kind {self.kind!r}: expected one of {sorted(SR_SPECS)}")
+            raise ValueError(
+                f"superresolution kind {self.kind!r}: expected one of {sorted(SR_SPECS)}"
+            )
         spec = SR_SPECS[self.kind]
         ws = jnp.repeat(ws[:, -1:], 3, axis=1)
         size = spec.input_resolution

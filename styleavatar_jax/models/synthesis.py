@@ -21,7 +21,10 @@ NOISE_MODES = ("random", "const", "none")
 
 
 class SynthesisLayer(nn.Module):
-    """Modulated 3x3 conv (+noise, bias, lrelu): x [B, R/up, R/up, I], w [B, w_dim] -> [B, R, R, O]."""
+    """Modulated 3x3 conv + noise, bias, lrelu.
+
+    x [B, R/up, R/up, I], w [B, w_dim] -> [B, R, R, O].
+    """
 
     features: int
     resolution: int
@@ -41,11 +44,15 @@ class SynthesisLayer(nn.Module):
         noise = None
         if self.use_noise:
             const = self.variable(
-                "buffers", "noise_const", lambda: jax.random.normal(self.make_rng("params"), (res, res))
+                "buffers",
+                "noise_const",
+                lambda: jax.random.normal(self.make_rng("params"), (res, res)),
             )
             strength = self.param("noise_strength", nn.initializers.zeros, ())
             if noise_mode == "random":
-                noise = jax.random.normal(self.make_rng("noise"), (x.shape[0], res, res, 1)) * strength
+                noise = (
+                    jax.random.normal(self.make_rng("noise"), (x.shape[0], res, res, 1)) * strength
+                )
             elif noise_mode == "const":
                 noise = (const.value * strength)[None, :, :, None]
         x = modulated_conv2d(
@@ -118,7 +125,9 @@ class SynthesisBlock(nn.Module):
         )
         if self.in_channels == 0:
             const = self.param(
-                "const", nn.initializers.normal(1.0), (self.resolution, self.resolution, self.out_channels)
+                "const",
+                nn.initializers.normal(1.0),
+                (self.resolution, self.resolution, self.out_channels),
             )
             x = jnp.broadcast_to(jnp.asarray(const, self.dtype), (batch, *const.shape))
             x = SynthesisLayer(**layer, name="conv1")(x, ws[:, 0], noise_mode=noise_mode)
@@ -128,7 +137,9 @@ class SynthesisBlock(nn.Module):
             x = SynthesisLayer(**layer, name="conv1")(x, ws[:, 1], noise_mode=noise_mode)
         if img is not None and self.up:
             img = upsample2d(img, setup_filter())
-        y = ToRGB(self.img_channels, self.conv_clamp, self.dtype, name="torgb")(x, ws[:, self.num_conv])
+        y = ToRGB(self.img_channels, self.conv_clamp, self.dtype, name="torgb")(
+            x, ws[:, self.num_conv]
+        )
         y = y.astype(jnp.float32)
         img = y if img is None else img + y
         return x, img
@@ -166,7 +177,9 @@ class SynthesisNetwork(nn.Module):
         w_idx = 0
         for res in self.block_resolutions:
             block = SynthesisBlock(
-                in_channels=block_channels(res // 2, self.channel_base, self.channel_max) if res > 4 else 0,
+                in_channels=block_channels(res // 2, self.channel_base, self.channel_max)
+                if res > 4
+                else 0,
                 out_channels=block_channels(res, self.channel_base, self.channel_max),
                 resolution=res,
                 img_channels=self.img_channels,

@@ -139,13 +139,21 @@ class TriPlaneGenerator(nn.Module):
     def num_ws(self) -> int:
         return 2 * (self.cfg.backbone_resolution.bit_length() - 2)
 
-    def mapping(self, z, c, *, truncation_psi: float = 1.0, truncation_cutoff=None, update_emas=False):
+    def mapping(
+        self, z, c, *, truncation_psi: float = 1.0, truncation_cutoff=None, update_emas=False
+    ):
         """z [B, z_dim], c [B, 25] -> ws [B, num_ws, w_dim]."""
         if c is None or c.ndim != 2 or c.shape[1] != self.cfg.c_dim:
-            raise ValueError(f"c: expected shape [batch, {self.cfg.c_dim}], got {None if c is None else c.shape}")
+            raise ValueError(
+                f"c: expected shape [batch, {self.cfg.c_dim}], got {None if c is None else c.shape}"
+            )
         c = jnp.zeros_like(c) if self.cfg.c_gen_conditioning_zero else c * self.cfg.c_scale
         return self.backbone.mapping(
-            z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
+            z,
+            c,
+            truncation_psi=truncation_psi,
+            truncation_cutoff=truncation_cutoff,
+            update_emas=update_emas,
         )
 
     def planes(self, ws, *, noise_mode: str = "random"):
@@ -161,7 +169,9 @@ class TriPlaneGenerator(nn.Module):
         intrinsics = c[:, 16:25].reshape(-1, 3, 3)
         origins, directions = pixel_rays(cam2world, intrinsics, neural_res)
         if uniforms is None:
-            uniforms = draw_uniforms(self.make_rng("render"), c.shape[0], neural_res**2, self.cfg.render)
+            uniforms = draw_uniforms(
+                self.make_rng("render"), c.shape[0], neural_res**2, self.cfg.render
+            )
         return render(planes, self.decoder, origins, directions, self.cfg.render, uniforms)
 
     def synthesis(self, ws, c, *, neural_res: int = 64, noise_mode: str = "random", uniforms=None):
@@ -208,7 +218,11 @@ class TriPlaneGenerator(nn.Module):
     ):
         """z [B, z_dim], c [B, 25] -> the `synthesis` dict plus ws [B, L, w_dim]."""
         ws = self.mapping(
-            z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
+            z,
+            c,
+            truncation_psi=truncation_psi,
+            truncation_cutoff=truncation_cutoff,
+            update_emas=update_emas,
         )
         out = self.synthesis(ws, c, neural_res=neural_res, noise_mode=noise_mode, uniforms=uniforms)
         out["ws"] = ws
@@ -223,8 +237,19 @@ def init_variables(G: TriPlaneGenerator, key: jax.Array, *, neural_res: int = 8)
     """
     z = jnp.zeros((1, G.cfg.z_dim), jnp.float32)
     c = jnp.zeros((1, G.cfg.c_dim), jnp.float32)
-    c = c.at[0, :16].set(jnp.eye(4).ravel()).at[0, 16:].set(jnp.eye(3).ravel()) if G.cfg.c_dim == LABEL_DIM else c
+    c = (
+        c.at[0, :16].set(jnp.eye(4).ravel()).at[0, 16:].set(jnp.eye(3).ravel())
+        if G.cfg.c_dim == LABEL_DIM
+        else c
+    )
     k_params, k_render, k_noise = jax.random.split(key, 3)
-    init = jax.jit(lambda k1, k2, k3: G.init({"params": k1, "render": k2, "noise": k3}, z, c,
-                                             neural_res=neural_res, noise_mode="const"))
+    init = jax.jit(
+        lambda k1, k2, k3: G.init(
+            {"params": k1, "render": k2, "noise": k3},
+            z,
+            c,
+            neural_res=neural_res,
+            noise_mode="const",
+        )
+    )
     return init(k_params, k_render, k_noise)

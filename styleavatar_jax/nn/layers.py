@@ -94,9 +94,7 @@ class Conv2d(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, gain: float = 1.0) -> jax.Array:
         k, fan_in = self.kernel_size, x.shape[-1]
-        kernel = self.param(
-            "kernel", nn.initializers.normal(1.0), (k, k, fan_in, self.features)
-        )
+        kernel = self.param("kernel", nn.initializers.normal(1.0), (k, k, fan_in, self.features))
         w = jnp.asarray(kernel, x.dtype) * (1 / math.sqrt(fan_in * k * k))
         x = conv2d_resample(
             x,
@@ -140,7 +138,12 @@ def modulated_conv2d(
         dcoefs = jax.lax.rsqrt(jnp.square(styles) @ wsq + 1e-8)  # [B, O]
     x = x * styles.astype(dtype)[:, None, None, :]
     x = conv2d_resample(
-        x, jnp.asarray(weight, dtype), resample_filter, up=up, padding=padding, flip_weight=flip_weight
+        x,
+        jnp.asarray(weight, dtype),
+        resample_filter,
+        up=up,
+        padding=padding,
+        flip_weight=flip_weight,
     )
     if dcoefs is not None:
         x = x * dcoefs.astype(dtype)[:, None, None, :]

@@ -12,7 +12,6 @@ def pixel_rays(cam2world: jax.Array, intrinsics: jax.Array, resolution: int):
     cam2world [B, 4, 4] (OpenCV: x right, y down, z forward), intrinsics [B, 3, 3]
     normalised by image size -> origins [B, R, 3], directions [B, R, 3] (unit), R = res².
     """
-    b = cam2world.shape[0]
     fx, fy = intrinsics[:, 0, 0, None], intrinsics[:, 1, 1, None]
     cx, cy, sk = intrinsics[:, 0, 2, None], intrinsics[:, 1, 2, None], intrinsics[:, 0, 1, None]
     t = jnp.arange(resolution, dtype=jnp.float32) * (1.0 / resolution) + (0.5 / resolution)

@@ -45,7 +45,9 @@ class RenderConfig:
         if self.depth_resolution < 2:
             raise ValueError(f"render.depth_resolution={self.depth_resolution}: expected >= 2")
         if self.plane_axes not in PLANE_AXES:
-            raise ValueError(f"render.plane_axes={self.plane_axes!r}: expected one of {sorted(PLANE_AXES)}")
+            raise ValueError(
+                f"render.plane_axes={self.plane_axes!r}: expected one of {sorted(PLANE_AXES)}"
+            )
 
 
 class RenderUniforms(NamedTuple):
@@ -110,11 +112,17 @@ def render(
         rgb_f, sigma_f = run(depths_f)
         depths = jnp.concatenate([depths_c, depths_f], axis=2)
         order = jnp.argsort(depths, axis=2)
-        gather = lambda x: jnp.take_along_axis(x, jnp.broadcast_to(order, (*order.shape[:3], x.shape[-1])), 2)
-        depths, rgb, sigma = gather(depths), gather(jnp.concatenate([rgb_c, rgb_f], 2)), gather(
-            jnp.concatenate([sigma_c, sigma_f], 2)
+        gather = lambda x: jnp.take_along_axis(
+            x, jnp.broadcast_to(order, (*order.shape[:3], x.shape[-1])), 2
         )
-        out.update(weights_coarse=weights_c, depths_fine=depths_f, sigma_fine=sigma_f, depths_all=depths)
+        depths, rgb, sigma = (
+            gather(depths),
+            gather(jnp.concatenate([rgb_c, rgb_f], 2)),
+            gather(jnp.concatenate([sigma_c, sigma_f], 2)),
+        )
+        out.update(
+            weights_coarse=weights_c, depths_fine=depths_f, sigma_fine=sigma_f, depths_all=depths
+        )
     else:
         depths, rgb, sigma = depths_c, rgb_c, sigma_c
     features, depth, weights = composite(rgb, sigma, depths, white_back=cfg.white_back)
