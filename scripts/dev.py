@@ -36,7 +36,7 @@ def ensure_venv() -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     pip = [str(python()), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     subprocess.check_call([*pip, "-r", str(REQS)])
-    subprocess.check_call([*pip, "--no-deps", "--no-build-isolation", "-e", str(ROOT)])
+    subprocess.check_call([*pip, "--no-deps", "-e", str(ROOT)])
     STAMP.write_text(digest)
 
 
