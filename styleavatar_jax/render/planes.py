@@ -38,7 +38,7 @@ def grid_sample(features: jax.Array, uv: jax.Array) -> jax.Array:
             wgt = (1 - jnp.abs(x - xi)) * (1 - jnp.abs(y - yi))
             inside = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
             idx = (jnp.clip(yi, 0, h - 1) * w + jnp.clip(xi, 0, w - 1)).astype(jnp.int32)
-            vals = jnp.take_along_axis(flat, idx[..., None], axis=1)
+            vals = jnp.take_along_axis(flat, idx[..., None], axis=1)  # [N, M, C]
             out = out + vals * jnp.where(inside, wgt, 0.0)[..., None].astype(vals.dtype)
     return out
 
