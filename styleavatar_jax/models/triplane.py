@@ -77,7 +77,8 @@ class OSGDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, features: jax.Array):
-        x = features.mean(axis=1)
+        # Mean of the planes as explicit adds: XLA:CPU reduces a non-minor axis ~50x slower.
+        x = sum(features[:, i] for i in range(features.shape[1])) / features.shape[1]
         x = FullyConnected(self.hidden, lr_multiplier=self.lr_multiplier, name="fc0")(x)
         x = jax.nn.softplus(x)
         x = FullyConnected(1 + self.out_features, lr_multiplier=self.lr_multiplier, name="fc1")(x)
