@@ -203,7 +203,8 @@ def machine() -> str:
         else platform.processor()
     )
     dev = jax.devices()[0]
-    return f"{cpu}, {os.cpu_count()} cores; jax {jax.__version__} on {dev.platform} ({dev.device_kind})"
+    backend = f"jax {jax.__version__} on {dev.platform} ({dev.device_kind})"
+    return f"{cpu}, {os.cpu_count()} cores; {backend}"
 
 
 def main() -> int:
@@ -232,10 +233,8 @@ def main() -> int:
         torch_mod, EG3DGenerator, ops = load_eg3d(args.eg3d_src, args.torch_device)
         if args.torch_device == "cpu":
             torch_mod.set_num_threads(os.cpu_count())
-        print(
-            f"EG3D: torch {torch_mod.__version__} on {args.torch_device}, {torch_mod.get_num_threads()} "
-            f"threads, {ops}"
-        )
+        threads = torch_mod.get_num_threads()
+        print(f"EG3D: torch {torch_mod.__version__} ({args.torch_device}, {threads} threads), {ops}")
     print(f"machine: {machine()}")
     skip = set(filter(None, args.skip.split(",")))
     rows = []
@@ -282,11 +281,8 @@ def main() -> int:
             )
             rows.append(row)
             eg = f"{torch_s:8.3f} {torch_s / jax_s:8.2f}x" if torch_s else f"{'-':>8s} {'-':>9s}"
-            print(
-                f"{name:11s} {batch:5d} {neural_res:6d} {row['out']:4d} {args.dtype:9s} {compile_s:9.1f} "
-                f"{jax_s:8.3f} {batch / jax_s:8.2f} {eg}",
-                flush=True,
-            )
+            lead = f"{name:11s} {batch:5d} {neural_res:6d} {row['out']:4d} {args.dtype:9s}"
+            print(f"{lead} {compile_s:9.1f} {jax_s:8.3f} {batch / jax_s:8.2f} {eg}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(machine=machine(), rows=rows), indent=2))
     return 0

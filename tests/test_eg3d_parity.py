@@ -106,12 +106,17 @@ def test_renderer_internals_match(converted, io, neural_res):
         "weights_final": first(out["weights"]),
         "depth_samples": first(out["depth"]),
     }
+    report = []
     for key, value in pairs.items():
         ref = io[f"debug/{key}"]
         # Fine samples sit where the CDF puts them: a 4e-5 shift in depth (float32 noise in
-        # the planes) moves the raw density of this steep fixture by up to 1e-3·max.
-        rel = {"sigma_fine": 1e-3, "weights_final": 2e-4}.get(key, 1e-4)
-        np.testing.assert_allclose(value, ref, atol=rel * np.abs(ref).max(), rtol=0, err_msg=key)
+        # the planes) moves the raw density of this steep fixture by up to 1e-3·max on CPU
+        # (measured 7.6e-4) and the final weights by 1.4e-4·max; an H200 measured 1.0e-3 and
+        # 4.1e-4. The outputs the issue pins (images, depth) stay within 1e-3 on both.
+        rel = {"sigma_fine": 2e-3, "weights_final": 6e-4}.get(key, 1e-4)
+        err, tol = float(np.abs(value - ref).max()), rel * float(np.abs(ref).max())
+        report.append((key, err, tol))
+    assert all(err <= tol for _, err, tol in report), f"(name, max abs err, tol): {report}"
     c = io["c"][:1]
     origins, dirs = pixel_rays(c[:, :16].reshape(1, 4, 4), c[:, 16:].reshape(1, 3, 3), neural_res)
     np.testing.assert_allclose(origins[0], io["debug/ray_origins"], atol=1e-6)
@@ -154,5 +159,5 @@ def test_corrected_plane_axes_change_the_render(converted, io, neural_res, axes)
     )
     a = run(G)(nets["G_ema"], io["z"], io["c"], _uniforms(io))
     b = run(G2)(nets["G_ema"], io["z"], io["c"], _uniforms(io))
-    np.testing.assert_array_equal(a["planes"], b["planes"])
+    np.testing.assert_allclose(a["planes"], b["planes"], atol=1e-4)  # separate compilations
     assert np.abs(np.asarray(a["image_raw"]) - np.asarray(b["image_raw"])).max() > 1e-3
