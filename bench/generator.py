@@ -234,7 +234,8 @@ def main() -> int:
         if args.torch_device == "cpu":
             torch_mod.set_num_threads(os.cpu_count())
         threads = torch_mod.get_num_threads()
-        print(f"EG3D: torch {torch_mod.__version__} ({args.torch_device}, {threads} threads), {ops}")
+        device = f"{args.torch_device}, {threads} threads"
+        print(f"EG3D: torch {torch_mod.__version__} ({device}), {ops}")
     print(f"machine: {machine()}")
     skip = set(filter(None, args.skip.split(",")))
     rows = []
