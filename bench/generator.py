@@ -36,28 +36,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from styleavatar_jax import cameras  # noqa: E402
+from styleavatar_jax import cameras, typed_config  # noqa: E402
+from styleavatar_jax.cli import load_config_file  # noqa: E402
 from styleavatar_jax.convert import eg3d  # noqa: E402
 from styleavatar_jax.models.superres import SR_SPECS  # noqa: E402
 from styleavatar_jax.models.triplane import GeneratorConfig, TriPlaneGenerator, init_variables  # noqa: E402
-from styleavatar_jax.render.renderer import RenderConfig  # noqa: E402
 
 FFHQ = GeneratorConfig()
+_ROOT = Path(__file__).resolve().parent.parent
+_TINY = load_config_file(f"{_ROOT}/configs/eg3d_ffhq512.py:tiny")
 CONFIGS = {
-    "tiny": (
-        dataclasses.replace(
-            FFHQ,
-            z_dim=64,
-            img_resolution=128,
-            channel_base=2048,
-            channel_max=16,
-            embed_features=64,
-            layer_features=64,
-            sr_kind="SuperresolutionHybrid2X",
-            render=RenderConfig(depth_resolution=12, depth_resolution_importance=12),
-        ),
-        32,
-    ),
+    "tiny": (typed_config.generator_config(_TINY.model.generator), _TINY.model.neural_res),
     "ffhq128": (
         dataclasses.replace(FFHQ, img_resolution=128, sr_kind="SuperresolutionHybrid2X"),
         64,

@@ -163,18 +163,14 @@ def test_upfirdn2d_ref_is_zero_insertion_then_convolution():
 
 UPFIRDN_CASES = [
     # (up, down, padding (x0, x1, y0, y1), flip_filter, gain, filter)
-    (1, 1, (0, 0, 0, 0), False, 1.0, FIR),
     (1, 1, (2, 1, 1, 2), False, 1.0, FIR),
-    (2, 1, (2, 1, 2, 1), False, 4.0, FIR),  # upsample2d's padding
     (2, 1, (1, 3, 0, 2), True, 4.0, FIR),
-    (1, 2, (1, 1, 1, 1), False, 1.0, FIR),  # downsample2d's padding
     (1, 2, (0, 1, 2, 0), True, 1.0, FIR),
     (2, 2, (2, 1, 2, 1), False, 4.0, FIR),
     (2, 1, (-1, 0, 1, -2), False, 3.0, FIR),  # negative padding crops
     (1, 1, (-1, -2, 0, -1), True, 1.0, FIR),
     (1, 2, (-1, 1, 1, -1), False, 2.0, FIR),
     (1, 1, (1, 0, 2, 1), False, 1.0, NONSEP),
-    (1, 1, (1, 0, 2, 1), True, 1.0, NONSEP),
     (2, 1, (1, 2, 0, 1), False, 4.0, NONSEP),
     (2, 2, (0, 1, 1, 2), True, 2.0, NONSEP),
     (1, 2, (1, 0, 0, 1), False, 1.0, NONSEP),
@@ -182,7 +178,6 @@ UPFIRDN_CASES = [
     (2, 1, (0, 1, 2, 1), True, 4.0, SEP_ODD),
     (1, 2, (0, 1, 1, 1), True, 1.0, SEP_ODD),
     (3, 1, (2, 1, 3, 0), False, 9.0, FIR),
-    (1, 3, (1, 2, 2, 1), False, 1.0, FIR),
 ]
 
 
@@ -207,31 +202,24 @@ def test_upfirdn2d_padding_forms():
         jax.eval_shape(lambda x: upfirdn2d(x, FIR, padding=(1, 2, 3)), x)
 
 
-@pytest.mark.parametrize("h, w", [(4, 4), (6, 10)])
-def test_upsample2d_shape_and_constant(h, w):
-    x = jnp.full((2, h, w, 3), 0.7, jnp.float32)
+def test_upsample2d_shape_and_constant():
+    x = np.concatenate([rand(11, 1, 6, 10, 3), np.full((1, 6, 10, 3), 0.7, np.float32)])
     out = jitted(upsample2d, x, f=FIR)
-    assert out.shape == (2, 2 * h, 2 * w, 3)
-    # 4 taps at up 2: pixels further than 1 from the border see only real samples.
-    np.testing.assert_allclose(out[:, 2:-2, 2:-2], 0.7, rtol=1e-6)
+    assert out.shape == (2, 12, 20, 3)
+    # EG3D's upsample2d padding for a 4-tap filter at up 2, gain up².
     ref = upfirdn2d_ref(x, FIR, up=2, padding=(2, 1, 2, 1), gain=4)
-    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    # Pixels further than 1 from the border see only real samples: the constant survives.
+    np.testing.assert_allclose(out[1, 2:-2, 2:-2], 0.7, rtol=1e-6)
 
 
-@pytest.mark.parametrize("h, w", [(8, 8), (6, 10)])
-def test_downsample2d_shape_and_constant(h, w):
-    x = jnp.full((2, h, w, 3), -1.3, jnp.float32)
+def test_downsample2d_shape_and_constant():
+    x = np.concatenate([rand(12, 1, 6, 10, 3), np.full((1, 6, 10, 3), -1.3, np.float32)])
     out = jitted(downsample2d, x, f=FIR)
-    assert out.shape == (2, h // 2, w // 2, 3)
-    np.testing.assert_allclose(out[:, 1:-1, 1:-1], -1.3, rtol=1e-6)
+    assert out.shape == (2, 3, 5, 3)
     ref = upfirdn2d_ref(x, FIR, down=2, padding=(1, 1, 1, 1))
-    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
-
-
-def test_upsample_then_downsample_keeps_constant_interior():
-    x = jnp.full((1, 6, 6, 1), 2.0, jnp.float32)
-    out = jitted(lambda x: downsample2d(upsample2d(x, FIR), FIR), x)
-    np.testing.assert_allclose(out[:, 2:-2, 2:-2], 2.0, rtol=1e-6)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[1, 1:-1, 1:-1], -1.3, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------
@@ -239,25 +227,29 @@ def test_upsample_then_downsample_keeps_constant_interior():
 
 
 CONV_CASES = [
-    # (kernel (kh, kw), up, down, padding), each with flip_weight True and False
-    pytest.param((1, 1), 1, 2, 0, id="1x1-down"),
-    pytest.param((1, 1), 2, 1, 0, id="1x1-up"),
-    pytest.param((3, 3), 1, 2, 1, id="3x3-down"),
-    pytest.param((3, 3), 1, 2, (0, 1, 1, 0), id="3x3-down-asym"),
-    pytest.param((3, 3), 2, 1, 1, id="3x3-up-transposed"),
-    pytest.param((3, 3), 2, 1, 0, id="3x3-up-pad0"),
-    pytest.param((3, 3), 2, 1, (-1, -2, -1, -1), id="3x3-up-negpad"),  # pxt, pyt > 0
-    pytest.param((3, 3), 2, 1, (2, 0, 1, 3), id="3x3-up-asym"),
-    pytest.param((3, 3), 2, 2, 1, id="3x3-up-down"),
-    pytest.param((3, 3), 1, 1, 1, id="3x3-plain"),
-    pytest.param((3, 3), 1, 1, 0, id="3x3-valid"),
-    pytest.param((1, 1), 1, 1, 0, id="1x1-plain"),
-    pytest.param((3, 3), 1, 1, (2, 0, 1, -1), id="3x3-generic-pad"),  # the fallback path
+    # (kernel (kh, kw), up, down, padding, flip_weight); a 1x1 kernel is its own flip
+    pytest.param((1, 1), 1, 2, 0, True, id="1x1-down"),
+    pytest.param((1, 1), 2, 1, 0, True, id="1x1-up"),
+    pytest.param((1, 1), 1, 1, 0, True, id="1x1-plain"),
+    *(
+        pytest.param((3, 3), up, down, padding, flip, id=f"{name}-{'flip' if flip else 'conv'}")
+        for name, up, down, padding in [
+            ("3x3-down", 1, 2, 1),
+            ("3x3-down-asym", 1, 2, (0, 1, 1, 0)),
+            ("3x3-up-transposed", 2, 1, 1),
+            ("3x3-up-pad0", 2, 1, 0),
+            ("3x3-up-negpad", 2, 1, (-1, -2, -1, -1)),  # pxt, pyt > 0
+            ("3x3-up-asym", 2, 1, (2, 0, 1, 3)),
+            ("3x3-up-down", 2, 2, 1),
+            ("3x3-plain", 1, 1, 1),
+            ("3x3-generic-pad", 1, 1, (2, 0, 1, -1)),  # the fallback path
+        ]
+        for flip in (True, False)
+    ),
 ]
 
 
-@pytest.mark.parametrize("flip_weight", [True, False])
-@pytest.mark.parametrize("kernel, up, down, padding", CONV_CASES)
+@pytest.mark.parametrize("kernel, up, down, padding, flip_weight", CONV_CASES)
 def test_conv2d_resample_matches_generic(kernel, up, down, padding, flip_weight):
     x = rand(2, 2, 6, 8, 3)  # non-square, 3 in channels
     w = rand(3, *kernel, 3, 4)
@@ -293,43 +285,39 @@ def test_conv2d_resample_flip_weight_is_kernel_flip():
 # resize_bilinear
 
 
-@pytest.mark.parametrize("h, w, size", [(4, 4, 8), (3, 5, 7)])
+def with_constant(x, value=0.25):
+    """x [B, ...] plus one constant image, which any resize must keep constant."""
+    return np.concatenate([x, np.full_like(x[:1], value)])
+
+
+@pytest.mark.parametrize("h, w, size", [(3, 5, 7)])
 @pytest.mark.parametrize("antialias", [True, False])
 def test_resize_bilinear_upsampling_is_torch_bilinear(h, w, size, antialias):
-    x = rand(6, 2, h, w, 3)
+    x = with_constant(rand(6, 2, h, w, 3))
     out = jitted(resize_bilinear, x, size=size, antialias=antialias)
+    assert out.shape == (3, size, size, 3)
     np.testing.assert_allclose(out, resize_ref(x, size, bilinear_matrix_ref), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out[-1], 0.25, rtol=1e-6)
 
 
 @pytest.mark.parametrize("h, w, size", [(16, 16, 6), (10, 10, 3), (12, 9, 5)])
 def test_resize_bilinear_aliased_downsampling_is_torch_bilinear(h, w, size):
-    x = rand(7, 2, h, w, 2)
+    x = with_constant(rand(7, 2, h, w, 2))
     out = jitted(resize_bilinear, x, size=size, antialias=False)
     np.testing.assert_allclose(out, resize_ref(x, size, bilinear_matrix_ref), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out[-1], 0.25, rtol=1e-6)
 
 
-@pytest.mark.parametrize("h, w, size", [(16, 16, 8), (10, 10, 3), (12, 9, 5)])
+@pytest.mark.parametrize("h, w, size", [(16, 16, 6), (10, 10, 3), (12, 9, 5)])
 def test_resize_bilinear_antialiased_downsampling_is_torch_triangle(h, w, size):
-    x = rand(8, 2, h, w, 2)
+    """Scales 8/3, 10/3 and (12/5, 9/5): the triangle widened by the scale, normalised
+    per output pixel (so the constant image stays constant up to the border)."""
+    x = with_constant(rand(8, 2, h, w, 2))
     out = jitted(resize_bilinear, x, size=size, antialias=True)
     np.testing.assert_allclose(out, resize_ref(x, size, antialias_matrix_ref), rtol=0, atol=1e-6)
-
-
-@pytest.mark.parametrize("antialias", [True, False])
-def test_resize_bilinear_keeps_constant(antialias):
-    for size in (4, 6):  # scales 4 and 8/3
-        x = jnp.full((1, 16, 16, 2), 0.25, jnp.float32)
-        out = jitted(resize_bilinear, x, size=size, antialias=antialias)
-        assert out.shape == (1, size, size, 2)
-        np.testing.assert_allclose(out, 0.25, rtol=1e-6)
+    np.testing.assert_allclose(out[-1], 0.25, rtol=1e-6)
 
 
 def test_resize_bilinear_same_size_is_identity():
     x = jnp.asarray(rand(9, 1, 5, 5, 1))
     assert resize_bilinear(x, 5) is x
-
-
-def test_resize_bilinear_is_differentiable():
-    x = jnp.asarray(rand(10, 1, 8, 8, 1))
-    g = jax.jit(jax.grad(lambda x: jnp.sum(resize_bilinear(x, 4) ** 2)))(x)
-    assert g.shape == x.shape and bool(jnp.all(jnp.isfinite(g)))
