@@ -23,8 +23,11 @@ def composite(rgb: jax.Array, sigma: jax.Array, depths: jax.Array, *, white_back
     # ~6x slower on XLA:CPU); highest precision so GPUs do not round to TF32.
     rgb_out = jnp.einsum("brs,brsc->brc", weights[..., 0], mid(rgb), precision="highest")
     total = jnp.sum(weights, axis=2)
-    depth = jnp.sum(weights * mid(depths), axis=2) / total
-    depth = jnp.nan_to_num(depth, nan=jnp.inf)
+    # EG3D: Σw·z / Σw, NaN (empty ray) -> inf, then the clamp. The division is guarded so
+    # the gradient is finite on empty rays too (EG3D's is NaN there); the values are equal.
+    hit = total > 0
+    depth = jnp.sum(weights * mid(depths), axis=2) / jnp.where(hit, total, 1.0)
+    depth = jnp.where(hit, depth, jnp.inf)
     depth = jnp.clip(depth, jnp.min(depths), jnp.max(depths))
     if white_back:
         rgb_out = rgb_out + 1 - total
