@@ -13,6 +13,7 @@ from styleavatar_jax import typed_config
 from styleavatar_jax.cli import load_config_file
 from styleavatar_jax.convert import eg3d
 from styleavatar_jax.models.mapping import MappingNetwork
+from styleavatar_jax.models.superres import SR_SPECS, SuperResolution
 from styleavatar_jax.models.synthesis import SynthesisNetwork
 from styleavatar_jax.models.triplane import GeneratorConfig, TriPlaneGenerator
 
@@ -122,3 +123,18 @@ def _torch_shape(leaf, shape):
     if leaf == "const":
         return (shape[2], shape[0], shape[1])
     return shape
+
+
+@pytest.mark.parametrize("kind", sorted(SR_SPECS))
+def test_every_eg3d_superresolution_module_builds(kind):
+    """Shapes only: input 64² (resized up to each module's input), output at its resolution."""
+    spec = SR_SPECS[kind]
+    sr = SuperResolution(kind=kind)
+    feats = jnp.ones((2, 64, 64, 32))
+    ws = jnp.ones((2, 14, 512))
+    out, variables = jax.eval_shape(
+        lambda f, w: sr.init_with_output(jax.random.key(0), f[..., :3], f, w), feats, ws
+    )
+    assert out.shape == (2, spec.img_resolution, spec.img_resolution, 3)
+    channels = [variables["params"][f"block{i}"]["conv1"]["kernel"].shape[-1] for i in (0, 1)]
+    assert channels == [b[0] for b in spec.blocks]
