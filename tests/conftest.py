@@ -38,3 +38,18 @@ def converted():
     from styleavatar_jax.convert.snapshot import convert_pickle
 
     return convert_pickle(PKL)
+
+
+@pytest.fixture(scope="module")
+def quick_compiles():
+    """For modules of dozens of tiny programs, where XLA's optimisation passes are ~40% of
+    the time: semantics are unchanged, and the parity tests run the optimised pipeline."""
+    previous = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def rand(seed, *shape):
+    """Standard normal float32 test data from a seed."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)

@@ -19,23 +19,13 @@ from styleavatar_jax.nn.layers import (
     normalize_2nd_moment,
 )
 from styleavatar_jax.nn.resample import setup_filter
-from tests.test_resample import conv2d_resample_ref
+
+from .conftest import rand
+from .test_resample import conv2d_resample_ref
 
 FIR = setup_filter([1, 3, 3, 1])
 
-
-@pytest.fixture(autouse=True, scope="module")
-def quick_compiles():
-    """Dozens of tiny programs: XLA's optimisation passes are ~40% of this module's time.
-    Semantics are unchanged, and the parity test runs the optimised pipeline."""
-    previous = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
-
-
-def rand(seed, *shape):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+pytestmark = pytest.mark.usefixtures("quick_compiles")
 
 
 def jitted(fn, *arrays, **static):

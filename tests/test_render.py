@@ -25,19 +25,9 @@ from styleavatar_jax.render.sampling import (
     stratified_disparity_depths,
 )
 
+from .conftest import rand
 
-@pytest.fixture(autouse=True, scope="module")
-def quick_compiles():
-    """Dozens of tiny programs: XLA's optimisation passes are ~40% of this module's time.
-    Semantics are unchanged, and the parity test runs the optimised pipeline."""
-    previous = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
-
-
-def rand(seed, *shape):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+pytestmark = pytest.mark.usefixtures("quick_compiles")
 
 
 def softplus(x):

@@ -21,15 +21,9 @@ from styleavatar_jax.nn.resample import (
     upsample2d,
 )
 
+from .conftest import rand
 
-@pytest.fixture(autouse=True, scope="module")
-def quick_compiles():
-    """Dozens of tiny programs: XLA's optimisation passes are ~40% of this module's time.
-    Semantics are unchanged, and the parity test runs the optimised pipeline."""
-    previous = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("quick_compiles")
 
 
 # ---------------------------------------------------------------------------------------
@@ -135,10 +129,6 @@ def jitted(fn, *arrays, **static):
     """fn(*arrays, **static) compiled as one program: op-by-op dispatch of the many small
     slices of the FIR paths costs several times more on CPU than one compile."""
     return jax.jit(lambda *a: fn(*a, **static))(*arrays)
-
-
-def rand(seed, *shape):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 FIR = setup_filter([1, 3, 3, 1])  # EG3D's resample filter
