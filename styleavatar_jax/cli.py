@@ -92,7 +92,7 @@ def cmd_sample(args, overrides) -> int:
     import jax
 
     from styleavatar_jax import cameras, checkpoint, sampling, typed_config
-    from styleavatar_jax.export import grid
+    from styleavatar_jax.export import files, grid
     from styleavatar_jax.models.triplane import TriPlaneGenerator, init_variables
 
     if bool(args.ckpt) == bool(args.config):
@@ -133,7 +133,7 @@ def cmd_sample(args, overrides) -> int:
         print(f"wrote {out}/{{grid,depth}}_{name} ({len(chunk)} seeds x {len(yaw)} views)")
         all_ws.append(ws)
         all_seeds.extend(chunk)
-    _write_npz(
+    files.write_npz(
         out / "ws.npz",
         seeds=np.asarray(all_seeds),
         ws=np.concatenate(all_ws),
@@ -158,22 +158,6 @@ def _load_npz(path: str):
         return dict(np.load(p, allow_pickle=False))
     except Exception as e:
         raise ValueError(f"--check {p}: not a readable .npz ({e})") from e
-
-
-def _write_npz(path: Path, **arrays) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,16 +9,18 @@ must be used (the fixed FIR filters are checked instead), else a ValueError name
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import flax
 import jax
+import ml_collections
 import numpy as np
 
-from styleavatar_jax.models.discriminator import DiscriminatorConfig
+from styleavatar_jax.models.discriminator import DiscriminatorConfig, DualDiscriminator
 from styleavatar_jax.models.superres import SR_SPECS
-from styleavatar_jax.models.triplane import GeneratorConfig
+from styleavatar_jax.models.triplane import GeneratorConfig, TriPlaneGenerator
 from styleavatar_jax.nn.resample import setup_filter
 from styleavatar_jax.render.renderer import RenderConfig
 
@@ -243,9 +245,6 @@ def variables_template(model, *inputs, **kwargs):
 
 def build_networks(g_cfg: GeneratorConfig, d_cfg: DiscriminatorConfig | None, neural_res: int):
     """(G, G template, D, D template): the Flax modules and their variable shapes."""
-    from styleavatar_jax.models.discriminator import DualDiscriminator
-    from styleavatar_jax.models.triplane import TriPlaneGenerator
-
     G = TriPlaneGenerator(g_cfg)
     z = jax.ShapeDtypeStruct((1, g_cfg.z_dim), np.float32)
     c = jax.ShapeDtypeStruct((1, g_cfg.c_dim), np.float32)
@@ -269,10 +268,6 @@ def run_config(
     source: Mapping[str, Any],
 ):
     """The ml_collections config a converted run directory carries."""
-    import dataclasses
-
-    import ml_collections
-
     cfg = ml_collections.ConfigDict()
     cfg.seed = 0
     cfg.model = ml_collections.ConfigDict()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from styleavatar_jax.export.files import write_atomic
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -22,18 +23,6 @@ def image_grid(images: np.ndarray) -> np.ndarray:
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write uint8 [H, W, 3|1] to path via a temporary file in the same folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
-                f, format="PNG"
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write uint8 [H, W, 3|1] to path atomically."""
+    pixels = image.squeeze(-1) if image.shape[-1] == 1 else image
+    return write_atomic(path, lambda f: Image.fromarray(pixels).save(f, format="PNG"))

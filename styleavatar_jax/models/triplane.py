@@ -136,10 +136,6 @@ class TriPlaneGenerator(nn.Module):
         )
         self.decoder = OSGDecoder(cfg.decoder_hidden, cfg.plane_channels, cfg.decoder_lr_multiplier)
 
-    @property
-    def num_ws(self) -> int:
-        return 2 * (self.cfg.backbone_resolution.bit_length() - 2)
-
     def mapping(
         self, z, c, *, truncation_psi: float = 1.0, truncation_cutoff=None, update_emas=False
     ):
