@@ -240,10 +240,12 @@ def mirror_pose(cam2world) -> jax.Array:
     """cam2world [..., 4, 4] of the horizontally flipped image, as EG3D mirror_dataset.py.
 
     flip_yaw negates R01, R02, R10, R20 and t_x: S·M·S with S = diag(−1, 1, 1, 1), a world
-    x-mirror conjugated with a camera x-flip. Yaw is negated, pitch and radius kept.
+    x-mirror conjugated with a camera x-flip (the bottom row is left as it is, as EG3D
+    does). Yaw is negated, pitch and radius kept.
     """
-    s = jnp.array([-1.0, 1.0, 1.0, 1.0], dtype=_float(cam2world).dtype)
-    return s[:, None] * _float(cam2world) * s
+    m = _float(cam2world)
+    s = jnp.array([-1.0, 1.0, 1.0, 1.0], dtype=m.dtype)
+    return jnp.concatenate([(s[:, None] * m * s)[..., :3, :], m[..., 3:, :]], axis=-2)
 
 
 @jax.jit

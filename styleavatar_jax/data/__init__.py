@@ -1,0 +1,1 @@
+"""Data: the procedural mannequin head, guidance images, dataset formats, input pipeline."""
