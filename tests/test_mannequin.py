@@ -79,7 +79,9 @@ def test_box_depth_and_mask_are_analytic():
 def test_identities_are_deterministic_and_diverse():
     a = mannequin.sample_identities(0, np.arange(64))
     b = mannequin.sample_identities(0, np.arange(64))
-    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    assert all(
+        np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
     assert not np.array_equal(a.skull[0], a.skull[1])
     # Every option occurs in 64 identities: bald and haired, glasses, hats, buns, fringes.
     assert 0 < np.sum(a.hair[:, 0] == 0) < 32
