@@ -2,6 +2,11 @@
 
     styleavatar-jax convert-eg3d SNAPSHOT.pkl OUT_DIR [--check IO.npz]
     styleavatar-jax sample --ckpt DIR --seeds 0-63 --batch 32 --views yaw=-180:180:8 --out DIR
+    styleavatar-jax make-dataset mannequin --num-ids 500 --views-per-id 16 --res 128 --out DIR
+    styleavatar-jax dataset-info DIR [--plot cameras.png]
+    styleavatar-jax preview DIR --out grid.png [--guidance]
+    styleavatar-jax convert-dataset SRC DEST --to tfds|eg3d
+    styleavatar-jax mirror-dataset SRC [DEST]
 
 ConfigDicts stop here: commands turn them into the typed dataclasses the library takes.
 """
@@ -15,6 +20,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from styleavatar_jax import cli_dataset
 
 
 def load_config_file(spec: str, overrides: list[str] | None = None):
@@ -199,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-mode", choices=("const", "random", "none"), help="backbone noise")
     p.add_argument("--devices", type=int, help="use the first N local devices (default: all)")
     p.set_defaults(fn=cmd_sample)
+
+    cli_dataset.add_parsers(sub)
     return parser
 
 

@@ -324,7 +324,7 @@ def _hair(ident, a, p, pm):
         side + (front - side) * jnp.sqrt(jnp.maximum(cos_az, 0.0)),
         side + (back - side) * (-cos_az),
     )
-    hairline = (line - elev) * jnp.linalg.norm(q, axis=-1)  # ≈ arc length to the line
+    hairline = (line - elev) * sdf.norm(q)  # ≈ arc length to the line
     hair = sdf.smooth_intersect(hair, hairline, 0.015)
     # Fringe over the forehead.
     fringe_d = sdf.ellipsoid(
@@ -412,7 +412,7 @@ def albedo(ident: Identity, part: jax.Array, p: jax.Array) -> jax.Array:
     pm = _mirror_x(p)
     # Iris and pupil: by the angle from the eyeball's forward axis.
     to_eye = pm - a["eye_left"]
-    cos = to_eye[..., 2] / jnp.maximum(jnp.linalg.norm(to_eye, axis=-1), 1e-9)
+    cos = to_eye[..., 2] / jnp.maximum(sdf.norm(to_eye), 1e-9)
     eye_rgb = jnp.where(
         (cos > 0.93)[..., None],
         jnp.zeros(3),
@@ -446,7 +446,7 @@ def shade(ident: Identity, p: jax.Array, n: jax.Array, part: jax.Array) -> jax.A
     light = jnp.full(p.shape[:-1], AMBIENT)
     for lx, ly, lz, power in LIGHTS:
         d = jnp.array([lx, ly, lz]) / math.sqrt(lx * lx + ly * ly + lz * lz)
-        light = light + power * jnp.maximum(jnp.sum(n * d, -1), 0.0)
+        light = light + power * jnp.maximum(sdf.dot(n, d), 0.0)
     h = jnp.array([0.01, 0.025, 0.045, 0.07]).reshape((4,) + (1,) * (p.ndim - 1))
     weight = jnp.array([1.0, 0.7, 0.49, 0.343]).reshape(h.shape)
     occ = jnp.sum((h - distance(ident, p + h[..., None] * n)) * weight, axis=0)  # one call
