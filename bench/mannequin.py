@@ -11,13 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
 
-import jax
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from styleavatar_jax import cameras
-from styleavatar_jax.data import head_render, keypoints, mannequin, openpose
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from styleavatar_jax import cameras  # noqa: E402
+from styleavatar_jax.data import head_render, keypoints, mannequin, openpose  # noqa: E402
 
 
 def timed(fn, repeats):
