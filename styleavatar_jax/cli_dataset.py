@@ -62,8 +62,8 @@ def cmd_dataset_info(args, overrides) -> int:
         print("yaw (degrees; 0 = front, + = camera on the person's left):")
         print(camera_check.text_histogram(stats["yaw"], 12, (-180, 180)))
         print("pitch (degrees; + = camera above):")
-        print(camera_check.text_histogram(stats["pitch"], 9, (-90, 90)))
-        problems = camera_check.validate_labels(ds.labels, list(ds.names))
+        print(camera_check.text_histogram(stats["pitch"], 18, (-90, 90)))
+        problems = camera_check.validate_labels(ds.labels, list(ds.names), resolution=ds.resolution)
         bad = len({p.name for p in problems})
         if problems:
             print(f"cameras: {bad} of {len(ds)} labels look wrong:")

@@ -1,5 +1,7 @@
 """The camera validator names each wrong convention; label statistics invert the sampler."""
 
+import ast
+
 import numpy as np
 import pytest
 
@@ -50,6 +52,14 @@ def _edit(fn):
         (lambda m, k: m.__setitem__((slice(None), 0, 3), m[:, 0, 3] + 3.0), "not-aimed"),
         (lambda m, k: m.__setitem__((slice(None), 0, 0), np.nan), "not-finite"),
         (lambda m, k: k.__setitem__((slice(None), 0, 2), 0.8), "principal-point"),
+        (lambda m, k: m.__setitem__(slice(None), np.swapaxes(m, 1, 2)), "column-major"),
+        (
+            lambda m, k: m.__setitem__(slice(None), np.linalg.inv(m * [1, -1, -1, 1])),
+            "opengl-view",
+        ),  # fmt: skip
+        (lambda m, k: m[:, :3, 3].__imul__(40.0), "scale"),  # positions in other units
+        (lambda m, k: m[:, :3, 3].__iadd__([0.0, 1.6, 0.0]), "off-centre"),  # head not at 0
+        (lambda m, k: m.__setitem__(slice(None), np.diag([1.0, -1, -1, 1]) @ m), "world-up"),
     ],
 )
 def test_each_wrong_convention_is_named(edit, kind):
@@ -77,3 +87,52 @@ def test_camera_plot_marks_each_camera():
     origin = labels[:, [3, 7, 11]]
     for x, y in panel_xy(origin, axes, signs, 256, scale).round().astype(int):
         assert tuple(image[y, x]) != (255, 255, 255)
+
+
+Z_UP = np.array([[1.0, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])  # y-up -> z-up
+OPENGL = np.array([1.0, -1.0, -1.0, 1.0])  # right-multiplied: flips the camera's y and z axes
+
+
+@pytest.mark.parametrize("axes", [np.ones(4), OPENGL])
+def test_world_up_fix_is_the_one_named(axes):
+    """A z-up world (Blender's, with its OpenGL cameras or not): applying the fixes the
+    messages give, as written, leaves no problem."""
+    labels = _edit(lambda m, k: m.__setitem__(slice(None), Z_UP @ m * axes))
+    problems = camera_check.validate_labels(labels, [f"img{i}" for i in range(len(labels))])
+    opengl = {"opengl"} if axes[1] < 0 else set()
+    assert {p.kind for p in problems} == {"world-up"} | opengl
+    up = next(p for p in problems if p.kind == "world-up")
+    assert up.name == camera_check.DATASET and "[0.0, 0.0, 1.0]" in up.message
+    w = np.array(ast.literal_eval(up.message.split("W = ")[1]))  # the matrix it prints
+    np.testing.assert_array_equal(w, np.linalg.inv(Z_UP))
+    assert kinds(_edit(lambda m, k: m.__setitem__(slice(None), w @ Z_UP @ m))) == set()
+
+
+def test_off_centre_names_the_aim_point():
+    labels = _edit(lambda m, k: m[:, :3, 3].__iadd__([0.1, 1.6, -0.2]))
+    problems = camera_check.validate_labels(labels, [f"img{i}" for i in range(len(labels))])
+    (off,) = [p for p in problems if p.kind == "off-centre"]
+    assert "[0.1, 1.6, -0.2]" in off.message
+    assert camera_check.summarize_problems(problems).startswith("  1 × off-centre")
+
+
+@pytest.mark.parametrize("pitch", [60.0, -80.0])
+def test_one_steep_view_is_not_a_world_up_problem(pitch):
+    """At one yaw the right axes fix no plane and the mean up axis leans with the pitch."""
+    pose = cameras.pose_from_angles(np.zeros(4), np.deg2rad(np.full(4, pitch)), 2.7, (0, 0, 0))
+    assert kinds(np.asarray(cameras.make_label(pose, cameras.fov_to_intrinsics(18.837)))) == set()
+
+
+def test_rolled_cameras_pass_and_upside_down_ones_do_not():
+    a = np.deg2rad(np.linspace(-40, 40, len(YAW)))
+    c, s, zero, one = np.cos(a), np.sin(a), np.zeros_like(a), np.ones_like(a)
+    roll = np.stack([c, -s, zero, s, c, zero, zero, zero, one], -1).reshape(-1, 3, 3)
+    assert kinds(_edit(lambda m, k: m[:, :3, :3].__imatmul__(roll))) == set()
+    upside_down = _edit(lambda m, k: m[:, :3, :3].__imatmul__(np.diag([-1.0, -1, 1])))
+    assert kinds(upside_down) == kinds(upside_down[:1]) == {"world-up"}
+
+
+def test_pixel_intrinsics_message_names_the_resolution():
+    labels = _edit(lambda m, k: k[:, :2].__imul__(512))
+    problems = camera_check.validate_labels(labels, ["a"] * len(labels), resolution=512)
+    assert "divide the first two rows by the image size (512)" in problems[0].message

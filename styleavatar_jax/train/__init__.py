@@ -1,0 +1,1 @@
+"""Training: losses, schedules, pose labels, train state, pure train steps."""

@@ -1,0 +1,177 @@
+"""StyleAvatar3D's coarse-to-fine pose label for the discriminator (arXiv 2305.19012; DESIGN §5).
+
+D sees c = c_fine ‖ c_coarse: c_fine = one-hot(yaw bin of `fine_yaw_bins`) ‖ one-hot(pitch
+bin of `fine_pitch_bins`), c_coarse likewise with the coarse bins. Per sample the fine half
+is kept with probability p_high when the view is confident (|yaw| ≤ confident_yaw: near
+the front, where generated training images follow their pose guidance) and p_low
+otherwise, and zeroed when dropped; the coarse half is always there. Rendering always uses
+the true 25-d camera; only D's label changes. Mode "camera" is EG3D's plain 25-d label, so
+EG3D configs train as EG3D does.
+
+Angles are the geometric ones of `cameras` (radians in and out of every function here,
+degrees only in `PoseLabelConfig`): yaw 0 = camera in front of the face (+z), yaw > 0 =
+camera towards +x, the person's left; pitch > 0 = camera above. They are read from c about
+the world origin.
+
+Yaw bins: n bins of width 360°/n over the circle, bin 0 *centred* on the front, bin k
+centred at yaw = k·360°/n (counting towards +yaw), i.e. k = round(yaw·n/360°) mod n with
+ties rounded away from yaw 0. The coarse bins (n = 4) are therefore 0 front, 1 left (+90°),
+2 back (±180°), 3 right (−90°) (`VIEW_GROUPS`), and a horizontal flip (yaw → −yaw) maps bin
+k to (−k) mod n exactly, boundaries included (for odd n, yaw = ±180° is itself a boundary
+and the two spellings fall on either side of it, as a flip requires).
+Pitch bins: `bins` of equal width over `pitch_range`; pitches outside clamp into the end bins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from styleavatar_jax import cameras
+
+MODES = ("camera", "coarse_to_fine")
+VIEW_GROUPS = ("front", "left", "back", "right")  # coarse yaw bins 0..3 with 4 bins
+
+
+@dataclasses.dataclass(frozen=True)
+class PoseLabelConfig:
+    """How D's label is made from the camera (hashable: a static argument under jit)."""
+
+    mode: str = "camera"  # "camera": EG3D's 25-d c | "coarse_to_fine": c_fine ‖ c_coarse
+    fine_yaw_bins: int = 16
+    fine_pitch_bins: int = 4
+    coarse_yaw_bins: int = 4  # 4: front / left / back / right
+    coarse_pitch_bins: int = 1
+    pitch_range: tuple[float, float] = (-30.0, 30.0)  # degrees spanned by the pitch bins
+    confident_yaw: float = 45.0  # degrees: |yaw| ≤ this keeps the fine half with p_high
+    p_high: float = 0.9  # P(keep fine half) for confident views
+    p_low: float = 0.2  # P(keep fine half) otherwise
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"PoseLabelConfig.mode={self.mode!r}: expected one of {MODES}")
+        for name in ("fine_yaw_bins", "fine_pitch_bins", "coarse_yaw_bins", "coarse_pitch_bins"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"PoseLabelConfig.{name}={v!r}: expected an integer ≥ 1")
+        r = self.pitch_range
+        ok = isinstance(r, tuple | list) and len(r) == 2
+        ok = ok and all(isinstance(x, numbers.Real) and math.isfinite(x) for x in r)
+        if not (ok and -90.0 <= r[0] < r[1] <= 90.0):
+            raise ValueError(
+                f"PoseLabelConfig.pitch_range={r!r}: expected (low, high) degrees with "
+                "−90 ≤ low < high ≤ 90"
+            )
+        object.__setattr__(self, "pitch_range", (float(r[0]), float(r[1])))  # hashable
+        y = self.confident_yaw
+        if not (isinstance(y, numbers.Real) and 0.0 <= y <= 180.0):
+            raise ValueError(f"PoseLabelConfig.confident_yaw={y!r}: expected degrees in [0, 180]")
+        for name in ("p_high", "p_low"):
+            p = getattr(self, name)
+            if not (isinstance(p, numbers.Real) and 0.0 <= p <= 1.0):
+                raise ValueError(f"PoseLabelConfig.{name}={p!r}: expected a probability in [0, 1]")
+
+
+def label_dim(cfg: PoseLabelConfig) -> int:
+    """Width of D's label: 25 for "camera", else the sum of the four bin counts.
+
+    With the defaults that sum is also 25 (16 + 4 + 4 + 1), so D's mapping input is the
+    same width in both modes; do not rely on it.
+    """
+    if cfg.mode == "camera":
+        return 25
+    return cfg.fine_yaw_bins + cfg.fine_pitch_bins + cfg.coarse_yaw_bins + cfg.coarse_pitch_bins
+
+
+@partial(jax.jit, static_argnames="bins")
+def yaw_bin(yaw, bins: int) -> jax.Array:
+    """yaw [...] (radians, any turn) -> bin index [...] int32 in [0, bins), bin 0 on the front.
+
+    k = floor(|a|·n/360° + 1/2) on a = yaw wrapped to [−180°, 180°], negated mod n for
+    a < 0. The wrap works on |yaw| so that −yaw gives exactly −a: mirror-exact.
+    """
+    d = jnp.degrees(_float(yaw))
+    r = jnp.mod(jnp.abs(d), 360.0)  # |a| = r or 360 − r
+    negative = (d < 0) != (r > 180.0)
+    k = jnp.floor(jnp.where(r > 180.0, 360.0 - r, r) * bins / 360.0 + 0.5).astype(jnp.int32)
+    return jnp.mod(jnp.where(negative, -k, k), bins)
+
+
+@partial(jax.jit, static_argnames=("bins", "pitch_range"))
+def pitch_bin(pitch, bins: int, pitch_range: tuple[float, float]) -> jax.Array:
+    """pitch [...] (radians) -> bin index [...] int32 in [0, bins); outside the range clamps."""
+    lo, hi = pitch_range
+    t = (jnp.degrees(_float(pitch)) - lo) * (bins / (hi - lo))
+    return jnp.clip(jnp.floor(t), 0, bins - 1).astype(jnp.int32)
+
+
+@partial(jax.jit, static_argnames="cfg")
+def fine_onehot(yaw, pitch, cfg: PoseLabelConfig) -> jax.Array:
+    """yaw, pitch [B] (radians) -> one-hot(yaw bin) ‖ one-hot(pitch bin) [B, fy + fp]."""
+    return _onehot(yaw, pitch, cfg.fine_yaw_bins, cfg.fine_pitch_bins, cfg.pitch_range)
+
+
+@partial(jax.jit, static_argnames="cfg")
+def coarse_onehot(yaw, pitch, cfg: PoseLabelConfig) -> jax.Array:
+    """yaw, pitch [B] (radians) -> one-hot(yaw bin) ‖ one-hot(pitch bin) [B, cy + cp]."""
+    return _onehot(yaw, pitch, cfg.coarse_yaw_bins, cfg.coarse_pitch_bins, cfg.pitch_range)
+
+
+def view_group(yaw) -> np.ndarray:
+    """yaw [...] (radians) -> names [...] from `VIEW_GROUPS` (the 4 coarse bins); host-side."""
+    return np.asarray(VIEW_GROUPS)[np.asarray(yaw_bin(yaw, 4))]
+
+
+@jax.jit
+def label_angles(c) -> tuple[jax.Array, jax.Array]:
+    """Labels c [..., 25] -> yaw, pitch [...] (radians) of the camera about the origin."""
+    cam2world, _ = cameras.split_label(c)
+    yaw, pitch, _ = cameras.angles_from_pose(cam2world)
+    return yaw, pitch
+
+
+@partial(jax.jit, static_argnames="cfg")
+def keep_probability(yaw, cfg: PoseLabelConfig) -> jax.Array:
+    """yaw [...] (radians) -> P(keep the fine half) [...]: p_high if |yaw| ≤ confident_yaw."""
+    confident = jnp.abs(jnp.degrees(_float(yaw))) <= cfg.confident_yaw
+    return jnp.where(confident, cfg.p_high, cfg.p_low)
+
+
+@partial(jax.jit, static_argnames="cfg")
+def discriminator_label(c, key, cfg: PoseLabelConfig, *, keep_fine=None) -> jax.Array:
+    """Camera labels c [B, 25] -> D's label [B, label_dim(cfg)] (module docstring).
+
+    "camera": c unchanged. "coarse_to_fine": c_fine·keep ‖ c_coarse, keep ~ Bernoulli(
+    `keep_probability`) drawn from `key`, one draw per sample. keep_fine: optional bool [B]
+    forcing keep (then `key` is unused and may be None). Jit with cfg static.
+    """
+    if cfg.mode == "camera":
+        return c
+    yaw, pitch = label_angles(c)
+    if keep_fine is None:
+        if key is None:
+            raise ValueError("discriminator_label: mode 'coarse_to_fine' needs a PRNG key "
+                             "unless keep_fine is given")  # fmt: skip
+        keep_fine = jax.random.bernoulli(key, keep_probability(yaw, cfg))
+    keep_fine = jnp.broadcast_to(jnp.asarray(keep_fine, bool), yaw.shape)
+    dtype = c.dtype if jnp.issubdtype(c.dtype, jnp.floating) else jnp.float32
+    fine = jnp.where(keep_fine[..., None], fine_onehot(yaw, pitch, cfg), 0.0)
+    return jnp.concatenate([fine, coarse_onehot(yaw, pitch, cfg)], -1).astype(dtype)
+
+
+def _float(x) -> jax.Array:
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
+def _onehot(yaw, pitch, yaw_bins: int, pitch_bins: int, pitch_range) -> jax.Array:
+    """yaw, pitch [...] (radians) -> [..., yaw_bins + pitch_bins]."""
+    y = jax.nn.one_hot(yaw_bin(yaw, yaw_bins), yaw_bins)
+    p = jax.nn.one_hot(pitch_bin(pitch, pitch_bins, pitch_range), pitch_bins)
+    return jnp.concatenate([y, p], -1)

@@ -1,0 +1,86 @@
+"""The full training state (G, D, G_ema, both optimizers, counters) and its creation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from styleavatar_jax.models.discriminator import DiscriminatorConfig, DualDiscriminator
+from styleavatar_jax.models.triplane import GeneratorConfig, TriPlaneGenerator, init_variables
+from styleavatar_jax.train.config import TrainConfig
+from styleavatar_jax.train.pose_labels import PoseLabelConfig, label_dim
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step changes. `step` counts finished iterations, `nimg` images shown
+    (EG3D's cur_nimg); G holds {'params', 'buffers'} (w_avg, noise_const), D {'params'}."""
+
+    step: jax.Array  # int32 []
+    nimg: jax.Array  # int32 [] (2.1e9 images = 2.1M kimg before it wraps)
+    g: dict
+    g_ema: dict
+    d: dict
+    g_opt: optax.OptState
+    d_opt: optax.OptState
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+    """The modules and hyperparameters a step closes over (hashable: a static argument)."""
+
+    G: TriPlaneGenerator
+    D: DualDiscriminator
+    train: TrainConfig
+    pose: PoseLabelConfig
+
+    @property
+    def g_tx(self) -> optax.GradientTransformation:
+        return adam(self.train.lr_g, self.train.betas, self.train.eps, self.train.g_reg_interval)
+
+    @property
+    def d_tx(self) -> optax.GradientTransformation:
+        return adam(self.train.lr_d, self.train.betas, self.train.eps, self.train.d_reg_interval)
+
+
+def adam(lr: float, betas, eps: float, reg_interval: int) -> optax.GradientTransformation:
+    """torch.optim.Adam with StyleGAN2's lazy-regularisation scaling (training_loop.py:
+    mb_ratio = k/(k+1), lr·mb_ratio, β**mb_ratio) when reg_interval k > 0."""
+    ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
+    return optax.adam(lr * ratio, b1=betas[0] ** ratio, b2=betas[1] ** ratio, eps=eps)
+
+
+def make_networks(g_cfg: GeneratorConfig, d_cfg: DiscriminatorConfig, train: TrainConfig,
+                  pose: PoseLabelConfig) -> Networks:  # fmt: skip
+    """Modules for a run; D's conditioning width follows the pose-label mode."""
+    want = label_dim(pose)
+    if d_cfg.c_dim != want:
+        d_cfg = dataclasses.replace(d_cfg, c_dim=want)
+    return Networks(TriPlaneGenerator(g_cfg), DualDiscriminator(d_cfg), train, pose)
+
+
+def init_state(nets: Networks, key: jax.Array, g_vars: dict | None = None,
+               d_vars: dict | None = None) -> TrainState:  # fmt: skip
+    """Fresh state from `key` (or from given variables, e.g. converted EG3D weights)."""
+    g_key, d_key = jax.random.split(key)
+    g = g_vars if g_vars is not None else init_variables(nets.G, g_key)
+    if d_vars is None:
+        d_cfg = nets.D.cfg
+        img = jnp.zeros((1, d_cfg.img_resolution, d_cfg.img_resolution, d_cfg.img_channels))
+        raw = jnp.zeros((1, 16, 16, d_cfg.img_channels))
+        d_vars = jax.jit(nets.D.init)({"params": d_key, "c_noise": d_key}, img, raw,
+                                      jnp.zeros((1, d_cfg.c_dim)))  # fmt: skip
+    d = {"params": d_vars["params"]}
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        nimg=jnp.zeros((), jnp.int32),
+        g=g,
+        g_ema=jax.tree.map(jnp.copy, g),
+        d=d,
+        g_opt=nets.g_tx.init(g["params"]),
+        d_opt=nets.d_tx.init(d["params"]),
+    )
