@@ -33,6 +33,7 @@ import numpy as np
 RADIUS = 2.7  # EG3D FFHQ avg_camera_radius
 PIVOT = (0.0, 0.0, 0.2)  # EG3D FFHQ avg_camera_pivot
 FOV_DEGREES = 18.837  # EG3D FFHQ field of view
+VIEW_GROUPS = ("front", "left", "back", "right")  # yaw_bin(yaw, 4) = 0..3
 _EPS = 1e-6  # below this |horizontal part of the forward vector| the view is vertical
 
 
@@ -292,3 +293,22 @@ def parse_views(spec: str, flag: str = "--views") -> tuple[np.ndarray, np.ndarra
         raise err(f"pitch {pitch.tolist()} outside [-90, 90]")
     pitch_grid, yaw_grid = np.meshgrid(pitch, yaw, indexing="ij")
     return np.deg2rad(yaw_grid.ravel()), np.deg2rad(pitch_grid.ravel())
+
+
+@partial(jax.jit, static_argnames="bins")
+def yaw_bin(yaw, bins: int) -> jax.Array:
+    """yaw [...] (radians, any turn) -> bin index [...] int32 in [0, bins), bin 0 on the front.
+
+    k = floor(|a|·n/360° + 1/2) on a = yaw wrapped to [−180°, 180°], negated mod n for
+    a < 0. The wrap works on |yaw| so that −yaw gives exactly −a: mirror-exact.
+    """
+    d = jnp.degrees(_float(yaw))
+    r = jnp.mod(jnp.abs(d), 360.0)  # |a| = r or 360 − r
+    negative = (d < 0) != (r > 180.0)
+    k = jnp.floor(jnp.where(r > 180.0, 360.0 - r, r) * bins / 360.0 + 0.5).astype(jnp.int32)
+    return jnp.mod(jnp.where(negative, -k, k), bins)
+
+
+def view_group(yaw) -> np.ndarray:
+    """yaw [...] (radians) -> names [...] from `VIEW_GROUPS` (the 4 coarse bins); host-side."""
+    return np.asarray(VIEW_GROUPS)[np.asarray(yaw_bin(yaw, 4))]

@@ -27,13 +27,16 @@ import jax
 import jax.numpy as jnp
 
 from styleavatar_jax import cameras
-from styleavatar_jax.data import mannequin, sdf
+from styleavatar_jax.data import mannequin, openpose, sdf
 from styleavatar_jax.data.mannequin import Identity
 from styleavatar_jax.data.project import project_points, visible_points
 
-NUM_BODY, NUM_FACE = 18, 70
-NOSE, NECK, R_SHOULDER, L_SHOULDER, R_EYE, L_EYE, R_EAR, L_EAR = 0, 1, 2, 5, 14, 15, 16, 17
-BODY_PRESENT = tuple(i in (0, 1, 2, 5, 14, 15, 16, 17) for i in range(NUM_BODY))
+NUM_BODY, NUM_FACE = len(openpose.BODY_NAMES), openpose.NUM_FACE
+_BUST = ("nose", "neck", "r_shoulder", "l_shoulder", "r_eye", "l_eye", "r_ear", "l_ear")
+NOSE, NECK, R_SHOULDER, L_SHOULDER, R_EYE, L_EYE, R_EAR, L_EAR = (
+    openpose.BODY_INDEX[name] for name in _BUST
+)
+BODY_PRESENT = tuple(name in _BUST for name in openpose.BODY_NAMES)
 FACE_BODY = (NOSE, R_EYE, L_EYE)  # body points gated like face points
 NOSE_TIP, R_PUPIL, L_PUPIL = 30, 68, 69
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -92,13 +91,6 @@ def view_labels(cfg: MannequinDatasetConfig, yaw_deg, pitch_deg) -> np.ndarray:
     return np.asarray(cameras.make_label(pose, cameras.fov_to_intrinsics(cfg.fov)), np.float32)
 
 
-def view_name(yaw_deg: float) -> str:
-    """front / left / back / right: which side of the head the camera shows (yaw > 0 puts
-    the camera on the person's left)."""
-    groups = ("front", "left", "back", "right")
-    return groups[int(math.floor(((yaw_deg + 45.0) % 360.0) / 90.0)) % 4]
-
-
 def _downsample(x: np.ndarray, k: int) -> np.ndarray:
     """[B, kH, kW, C] -> [B, H, W, C] box filter."""
     if k == 1:
@@ -157,9 +149,10 @@ def make_mannequin_dataset(cfg: MannequinDatasetConfig, out: str | Path, *, prog
                 path = out / "guidance" / kind / Path(name).with_suffix(".png")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(path, lambda f, data=data: f.write(data))
+            view = str(cameras.view_group(np.radians(views["yaw"][j])))
             meta = dict(identity=int(views["identity"][j]), seed=cfg.seed,
                         yaw=float(views["yaw"][j]), pitch=float(views["pitch"][j]),
-                        style="mannequin", view=view_name(float(views["yaw"][j])))  # fmt: skip
+                        style="mannequin", view=view)  # fmt: skip
             writer.write(int(i), views["rgb"][j], views["label"][j], meta)
         bar.update(len(chunk))
     bar.close()

@@ -31,12 +31,11 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from styleavatar_jax import cameras
+from styleavatar_jax.cameras import VIEW_GROUPS, view_group, yaw_bin  # noqa: F401 (re-exported)
 
 MODES = ("camera", "coarse_to_fine")
-VIEW_GROUPS = ("front", "left", "back", "right")  # coarse yaw bins 0..3 with 4 bins
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,20 +88,6 @@ def label_dim(cfg: PoseLabelConfig) -> int:
     return cfg.fine_yaw_bins + cfg.fine_pitch_bins + cfg.coarse_yaw_bins + cfg.coarse_pitch_bins
 
 
-@partial(jax.jit, static_argnames="bins")
-def yaw_bin(yaw, bins: int) -> jax.Array:
-    """yaw [...] (radians, any turn) -> bin index [...] int32 in [0, bins), bin 0 on the front.
-
-    k = floor(|a|·n/360° + 1/2) on a = yaw wrapped to [−180°, 180°], negated mod n for
-    a < 0. The wrap works on |yaw| so that −yaw gives exactly −a: mirror-exact.
-    """
-    d = jnp.degrees(_float(yaw))
-    r = jnp.mod(jnp.abs(d), 360.0)  # |a| = r or 360 − r
-    negative = (d < 0) != (r > 180.0)
-    k = jnp.floor(jnp.where(r > 180.0, 360.0 - r, r) * bins / 360.0 + 0.5).astype(jnp.int32)
-    return jnp.mod(jnp.where(negative, -k, k), bins)
-
-
 @partial(jax.jit, static_argnames=("bins", "pitch_range"))
 def pitch_bin(pitch, bins: int, pitch_range: tuple[float, float]) -> jax.Array:
     """pitch [...] (radians) -> bin index [...] int32 in [0, bins); outside the range clamps."""
@@ -121,11 +106,6 @@ def fine_onehot(yaw, pitch, cfg: PoseLabelConfig) -> jax.Array:
 def coarse_onehot(yaw, pitch, cfg: PoseLabelConfig) -> jax.Array:
     """yaw, pitch [B] (radians) -> one-hot(yaw bin) ‖ one-hot(pitch bin) [B, cy + cp]."""
     return _onehot(yaw, pitch, cfg.coarse_yaw_bins, cfg.coarse_pitch_bins, cfg.pitch_range)
-
-
-def view_group(yaw) -> np.ndarray:
-    """yaw [...] (radians) -> names [...] from `VIEW_GROUPS` (the 4 coarse bins); host-side."""
-    return np.asarray(VIEW_GROUPS)[np.asarray(yaw_bin(yaw, 4))]
 
 
 @jax.jit
