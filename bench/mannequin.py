@@ -51,9 +51,14 @@ def main():
     results = []
     for res in args.res:
         compile_s, step_s, out = timed(
-            lambda res=res: head_render.render(ident, c, resolution=res), args.repeats)
-        kp_first, kp_s, vis = timed(lambda out=out: keypoints.visible_keypoints(
-            *keypoints.mannequin_keypoints(ident).values(), c, out["depth"]), args.repeats)
+            lambda res=res: head_render.render(ident, c, resolution=res), args.repeats
+        )
+        kp_first, kp_s, vis = timed(
+            lambda out=out: keypoints.visible_keypoints(
+                *keypoints.mannequin_keypoints(ident).values(), c, out["depth"]
+            ),
+            args.repeats,
+        )
         start = time.perf_counter()
         openpose.draw_poses(*jax.device_get(vis), height=res, width=res)
         draw_s = time.perf_counter() - start

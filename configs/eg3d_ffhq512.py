@@ -1,8 +1,12 @@
-"""EG3D's FFHQ-512 architecture (train.py --cfg=ffhq). arg 'tiny': the CPU-sized test
-architecture of tests/fixtures/eg3d_tiny.pkl (z 64, cbase 2048, cmax 16, 2X SR to 128,
-12+12 depth samples, neural res 32).
+"""EG3D's FFHQ-512 reference settings (train.py --cfg=ffhq --batch=32 --gamma=1
+--gen_pose_cond=True --mirror=1): its architecture, its 25-d camera label for D (no
+coarse-to-fine), its losses and schedules. arg 'tiny': the CPU-sized architecture of
+tests/fixtures/eg3d_tiny.pkl (z 64, cbase 2048, cmax 16, 2X SR to 128, 12+12 depth
+samples, neural res 32).
 
     styleavatar-jax sample --config=configs/eg3d_ffhq512.py:tiny --seeds 0-3 --out out/
+    styleavatar-jax train --config configs/eg3d_ffhq512.py --workdir runs/ffhq \
+        --config.data.path=FFHQ_512.zip [--init-from ffhq512-128.pkl]
 """
 
 import dataclasses
@@ -12,6 +16,8 @@ import ml_collections
 from styleavatar_jax.models.discriminator import DiscriminatorConfig
 from styleavatar_jax.models.triplane import GeneratorConfig
 from styleavatar_jax.render.renderer import RenderConfig
+from styleavatar_jax.train.config import RunConfig, TrainConfig, make_config
+from styleavatar_jax.train.pose_labels import PoseLabelConfig
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -36,13 +42,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         neural_res = 32
     elif arg:
         raise ValueError(f"configs/eg3d_ffhq512.py: unknown variant {arg!r}; expected '' or 'tiny'")
-    cfg = ml_collections.ConfigDict()
-    cfg.seed = 0
-    cfg.model = ml_collections.ConfigDict()
-    cfg.model.generator = dataclasses.asdict(g)
-    cfg.model.discriminator = dataclasses.asdict(d)
-    cfg.model.neural_res = neural_res
-    # Camera of the generator's pose conditioning and of the views (EG3D gen_samples.py).
-    cfg.camera = dict(radius=2.7, fov_degrees=18.837, pivot=(0.0, 0.0, 0.2))
-    cfg.sample = dict(truncation_psi=1.0, truncation_cutoff=14, noise_mode="const")
-    return cfg
+    # EG3D: neural rendering 64² for the first stage; 512² models end at 128² (second stage).
+    train = TrainConfig(batch_size=32, r1_gamma=1.0, neural_res_initial=min(64, neural_res))
+    return make_config(
+        generator=g,
+        discriminator=d,
+        train=train,
+        pose=PoseLabelConfig(mode="camera"),
+        run=RunConfig(),
+        neural_res=neural_res,
+        # Camera of the generator's pose conditioning and of the views (EG3D gen_samples.py).
+        camera=dict(radius=2.7, fov_degrees=18.837, pivot=(0.0, 0.0, 0.2)),
+    )

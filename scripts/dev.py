@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if argv[0] == "test":
-        cmd = [str(python()), "-m", "pytest", "-q", "-n", "2", *argv[1:]]
+        cmd = [str(python()), "-m", "pytest", "-q", "-n", "2", "--dist", "loadfile", *argv[1:]]
     else:
         out = ROOT / "out" / "demo"
         ckpt = out / "eg3d_tiny"

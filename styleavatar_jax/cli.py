@@ -7,6 +7,8 @@
     styleavatar-jax preview DIR --out grid.png [--guidance]
     styleavatar-jax convert-dataset SRC DEST --to tfds|eg3d
     styleavatar-jax mirror-dataset SRC [DEST]
+    styleavatar-jax train --config configs/NAME.py --workdir DIR [--resume] [--init-from PKL]
+    styleavatar-jax demo [--out out/demo] [--minutes 10]
 
 ConfigDicts stop here: commands turn them into the typed dataclasses the library takes.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from styleavatar_jax import cli_dataset
+from styleavatar_jax import cli_dataset, cli_train
 
 
 def load_config_file(spec: str, overrides: list[str] | None = None):
@@ -208,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_sample)
 
     cli_dataset.add_parsers(sub)
+    cli_train.add_parsers(sub)
     return parser
 
 

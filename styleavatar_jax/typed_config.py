@@ -17,7 +17,9 @@ from styleavatar_jax.models.triplane import GeneratorConfig
 from styleavatar_jax.render.renderer import RenderConfig
 
 
-def _build(cls, values: Mapping[str, Any], where: str, nested: dict[str, Any] | None = None):
+def build_dataclass(
+    cls, values: Mapping[str, Any], where: str, nested: dict[str, Any] | None = None
+):
     values = dict(values.to_dict() if isinstance(values, ml_collections.ConfigDict) else values)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
@@ -27,7 +29,7 @@ def _build(cls, values: Mapping[str, Any], where: str, nested: dict[str, Any] | 
         )
     for name, sub in (nested or {}).items():
         if name in values:
-            values[name] = _build(sub, values[name], f"{where}.{name}")
+            values[name] = build_dataclass(sub, values[name], f"{where}.{name}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:
@@ -37,13 +39,13 @@ def _build(cls, values: Mapping[str, Any], where: str, nested: dict[str, Any] | 
 def generator_config(
     values: Mapping[str, Any], where: str = "config.model.generator"
 ) -> GeneratorConfig:
-    return _build(GeneratorConfig, values, where, {"render": RenderConfig})
+    return build_dataclass(GeneratorConfig, values, where, {"render": RenderConfig})
 
 
 def discriminator_config(
     values: Mapping[str, Any], where: str = "config.model.discriminator"
 ) -> DiscriminatorConfig:
-    return _build(DiscriminatorConfig, values, where)
+    return build_dataclass(DiscriminatorConfig, values, where)
 
 
 def as_dict(cfg) -> dict[str, Any]:

@@ -21,6 +21,17 @@ PKL = FIXTURES / "eg3d_tiny.pkl"
 IO = FIXTURES / "eg3d_tiny_io.npz"
 
 
+@pytest.fixture(scope="module")
+def fast_compile():
+    """XLA with most optimisations off, for modules that compile much and run little (the
+    train tests: halves compile time, the few tiny steps run slower). Results stay float
+    results of the same math; bit-exactness between two runs is unaffected."""
+    old = jax.config.jax_disable_most_optimizations
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)
+
+
 @pytest.fixture(scope="session")
 def io():
     """The official EG3D outputs (tests/fixtures/README.md)."""

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from styleavatar_jax.models.discriminator import DiscriminatorConfig, DualDiscriminator
-from styleavatar_jax.models.superres import SR_SPECS
+from styleavatar_jax.models.superres import EG3D_SR_KINDS
 from styleavatar_jax.models.triplane import GeneratorConfig, TriPlaneGenerator
 from styleavatar_jax.nn.resample import setup_filter
 from styleavatar_jax.render.renderer import RenderConfig
@@ -78,10 +78,10 @@ def generator_config(kwargs: Mapping[str, Any]) -> GeneratorConfig:
             f"G mapping_kwargs.activation={mk['activation']!r}: only 'lrelu' is supported"
         )
     sr_kind = rk["superresolution_module"].rsplit(".", 1)[-1]
-    if sr_kind not in SR_SPECS:
+    if sr_kind not in EG3D_SR_KINDS:
         raise ValueError(
             f"rendering_kwargs.superresolution_module={rk['superresolution_module']!r}: "
-            f"expected one of {sorted(SR_SPECS)}"
+            f"expected one of {sorted(EG3D_SR_KINDS)}"
         )
     if rk.get("clamp_mode", "softplus") != "softplus":
         raise ValueError(

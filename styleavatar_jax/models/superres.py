@@ -2,7 +2,8 @@
 
 Each is two StyleGAN2 blocks driven by the last w repeated: the 32-channel feature image
 (and its first 3 channels, the raw RGB) resized to the module's input resolution, then
-blocks up to the output. `kind` names EG3D's class.
+blocks up to the output. `kind` names EG3D's class, except `SuperresolutionCPU2X`: ours, the
+same two-block design at 32² -> 64² with 32/16 channels, for CPU-sized runs (tests, demo).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ SR_SPECS = {
     "SuperresolutionHybrid8X": SRSpec(128, 512, ((128, 256, True), (64, 512, True)), False),
     "SuperresolutionHybrid8XDC": SRSpec(128, 512, ((256, 256, True), (128, 512, True)), False),
     "SuperresolutionHybridDeepfp32": SRSpec(128, 256, ((128, 128, False), (64, 256, True)), True),
+    "SuperresolutionCPU2X": SRSpec(32, 64, ((32, 32, False), (16, 64, True)), False),  # not EG3D
 }
+EG3D_SR_KINDS = tuple(k for k in SR_SPECS if k.startswith("SuperresolutionHybrid"))
 
 
 class SuperResolution(nn.Module):
@@ -76,4 +79,4 @@ def sr_output_resolution(kind: str) -> int:
     return SR_SPECS[kind].img_resolution
 
 
-__all__ = ["SR_SPECS", "SuperResolution", "sr_output_resolution"]
+__all__ = ["EG3D_SR_KINDS", "SR_SPECS", "SuperResolution", "sr_output_resolution"]

@@ -5,25 +5,37 @@
     Dmain  logistic loss of fakes and reals      every step
     Dreg   R1 on real images × interval          every d_reg_interval steps
 
-Each phase is `(state, batch, key, schedule) -> (state, metrics)`; the loop picks the phases
-of a step (so each compiles once per neural resolution) and then calls `finish_step` (G EMA,
-counters). The generator and D phases share one Adam state each, as EG3D's do.
+Each phase is a pure `(state, batch, key, schedule) -> (state, metrics)`; `Trainer` jits
+each phase once (per neural resolution) with explicit shardings and runs the phases of an
+iteration in order, then `finish_step` (G EMA, counters). Jitting phases apart (not the
+whole iteration) compiles 5 programs instead of one per phase combination; on a
+GPU the extra dispatches are microseconds against phases of milliseconds.
 
 batch: image uint8 [B, R, R, 3], label float32 [B, 25]. Fakes are rendered at cameras drawn
 from the batch's own labels in a random order (EG3D draws them from the dataset's labels).
-Keys: every phase folds its own constant into the step key, so a step's randomness depends
-only on (seed, step).
+Keys: every phase folds its own constant into fold_in(run key, step), so a step's
+randomness depends only on (seed, step), never on the device count.
+
+Gradient accumulation (train.accum_steps = A): a phase draws its per-sample inputs for the
+whole batch, splits the batch into A strided micro-batches (rows i, i + A, ...: with the
+batch sharded over 'data', every device keeps its own rows), sums the gradients of the
+micro-batch losses in a `lax.scan` and takes one optimizer step, as EG3D's rounds of
+batch_gpu do. With A = 1 it is one pass.
 """
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from styleavatar_jax.nn.resample import resize_bilinear
+from styleavatar_jax.render.renderer import draw_uniforms
 from styleavatar_jax.train import losses, schedules
 from styleavatar_jax.train.pose_labels import discriminator_label
 from styleavatar_jax.train.state import Networks, TrainState
@@ -31,11 +43,11 @@ from styleavatar_jax.train.state import Networks, TrainState
 PHASE_KEYS = {"Gmain": 0, "Greg": 1, "Dmain": 2, "Dreg": 3}
 
 
-def real_images(batch, neural_res: int, sigma, max_sigma: float):
+def real_images(image_u8, neural_res: int, sigma, max_sigma: float):
     """uint8 [B, R, R, 3] -> image [B, R, R, 3] in [−1, 1] and image_raw [B, r, r, 3]
     (EG3D: filtered_resizing, antialiased, to the neural rendering resolution, then blurred
     like the final image: EG3D's blur_raw_target)."""
-    image = batch["image"].astype(jnp.float32) / 127.5 - 1.0
+    image = image_u8.astype(jnp.float32) / 127.5 - 1.0
     raw = resize_bilinear(image, neural_res, antialias=True)
     return image, blur(raw, sigma, max_sigma)
 
@@ -45,25 +57,30 @@ def blur(image, sigma, max_sigma: float):
     return losses.blur_images(image, sigma, max_sigma=max_sigma)
 
 
-def _fakes(nets: Networks, k, batch, sched, swap=losses.swap_conditioning):
-    """z [B, z_dim], the cameras to render (the batch's labels in a random order) and the
-    generator's (possibly swapped) pose conditioning."""
-    labels = batch["label"]
+def _keys(key, phase):
+    return jax.random.split(jax.random.fold_in(key, PHASE_KEYS[phase]), 8)
+
+
+def _fakes(nets: Networks, k, labels, sched, swap=losses.swap_conditioning):
+    """Per-sample inputs of the fakes: z [B, z_dim], the cameras to render c_gen [B, 25]
+    (the batch's labels in a random order) and the generator's pose conditioning."""
     z = jax.random.normal(k[0], (labels.shape[0], nets.G.cfg.z_dim))
     c_gen = labels[jax.random.permutation(k[1], labels.shape[0])]
-    return z, c_gen, swap(k[2], c_gen, sched["swap_prob"])
+    return {"z": z, "c_gen": c_gen, "c_cond": swap(k[2], c_gen, sched["swap_prob"])}
 
 
-def _run_g(nets: Networks, g_vars, z, c_gen, c_cond, keys, neural_res, update_emas=False):
-    """Mapping with conditioning c_cond, render at c_gen -> (outputs, new buffers)."""
+def _run_g(nets: Networks, g_vars, x, key, neural_res, update_emas=False):
+    """Mapping with conditioning x['c_cond'], render at x['c_gen'] -> (outputs, buffers)."""
     G = nets.G
+    k_render, k_noise = jax.random.split(key)
+    uniforms = draw_uniforms(k_render, x["z"].shape[0], neural_res**2, G.cfg.render)
 
     def fn(m):
-        ws = m.mapping(z, c_cond, update_emas=update_emas)
-        return m.synthesis(ws, c_gen, neural_res=neural_res, noise_mode="random")
+        ws = m.mapping(x["z"], x["c_cond"], update_emas=update_emas)
+        return m.synthesis(ws, x["c_gen"], neural_res=neural_res, noise_mode="random",
+                           uniforms=uniforms)  # fmt: skip
 
-    out, updates = G.apply(g_vars, method=fn, rngs={"render": keys[0], "noise": keys[1]},
-                           mutable=["buffers"])  # fmt: skip
+    out, updates = G.apply(g_vars, method=fn, rngs={"noise": k_noise}, mutable=["buffers"])
     return out, updates["buffers"]
 
 
@@ -72,98 +89,131 @@ def _run_d(nets: Networks, d_params, image, image_raw, c_d, sigma):
     return nets.D.apply({"params": d_params}, image, image_raw, c_d)
 
 
+def _micro(x, accum: int):
+    """[B, ...] -> [A, B/A, ...], micro-batch i = rows i, i + A, ... (sharding-local)."""
+    return x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1)
+
+
+def accumulate(loss_fn, params, carry, inputs: dict, key, accum: int):
+    """Sum of gradients over `accum` micro-batches of `inputs` (a dict of [B, ...]).
+
+    loss_fn(params, carry, micro, key) -> (loss, (carry, metrics)); carry threads state
+    (G's buffers) through the micro-batches in order; key is fold_in(key, i) for
+    micro-batch i. Returns (grads, carry, metrics averaged over micro-batches).
+    """
+    grad_fn = jax.grad(loss_fn, has_aux=True)  # losses are divided by A: the sum is the mean
+    if accum == 1:
+        grads, (carry, metrics) = grad_fn(params, carry, inputs, jax.random.fold_in(key, 0))
+        return grads, carry, metrics
+
+    def body(acc, xs):
+        grads, carry = acc
+        i, micro = xs
+        g, (carry, metrics) = grad_fn(params, carry, micro, jax.random.fold_in(key, i))
+        return (jax.tree.map(jnp.add, grads, g), carry), metrics
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    micro = jax.tree.map(lambda x: _micro(x, accum), inputs)
+    (grads, carry), metrics = jax.lax.scan(body, (zeros, carry), (jnp.arange(accum), micro))
+    return grads, carry, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+
+
 def _apply(tx, params, opt_state, grads):
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
 
-def _keys(key, phase):
-    return jax.random.split(jax.random.fold_in(key, PHASE_KEYS[phase]), 8)
-
-
 def g_main(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
     """Gmain: softplus(−D(G(z, c))) with swapped pose conditioning."""
     k = _keys(key, "Gmain")
-    z, c_gen, c_cond = _fakes(nets, k, batch, sched)
-    c_d = discriminator_label(c_gen, k[3], nets.pose)
+    a = nets.train.accum_steps
+    x = _fakes(nets, k, batch["label"], sched)
+    x["c_d"] = discriminator_label(x["c_gen"], k[3], nets.pose)
 
-    def loss_fn(params):
-        out, _ = _run_g(nets, {**state.g, "params": params}, z, c_gen, c_cond, k[4:6],
-                        neural_res)  # fmt: skip
-        logits = _run_d(nets, state.d["params"], out["image"], out["image_raw"], c_d,
+    def loss_fn(params, carry, mb, key):
+        out, _ = _run_g(nets, {**state.g, "params": params}, mb, key, neural_res)
+        logits = _run_d(nets, state.d["params"], out["image"], out["image_raw"], mb["c_d"],
                         sched["blur_sigma"])  # fmt: skip
-        return jnp.mean(losses.g_nonsat_loss(logits)), logits
+        loss = jnp.mean(losses.g_nonsat_loss(logits))
+        return loss / a, (carry, {"G/loss": loss, "G/fake_score": jnp.mean(logits)})
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g["params"])
+    grads, _, metrics = accumulate(loss_fn, state.g["params"], None, x, k[4], a)
     params, opt = _apply(nets.g_tx, state.g["params"], state.g_opt, grads)
-    state = state.replace(g={**state.g, "params": params}, g_opt=opt)
-    return state, {"G/loss": loss, "G/fake_score": jnp.mean(logits)}
+    return state.replace(g={**state.g, "params": params}, g_opt=opt), metrics
 
 
 def g_reg(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
     """Greg: L1 between σ at random points and at slightly perturbed points, × interval."""
     k = _keys(key, "Greg")
     t = nets.train
+    a = t.accum_steps
     gain = max(t.g_reg_interval, 1)
-    b = batch["label"].shape[0]
-    z, c_gen, c_cond = _fakes(nets, k, batch, sched, losses.swap_conditioning_batch)
-    initial, perturbed = losses.density_reg_points(k[3], b, t.density_reg_points,
+    x = _fakes(nets, k, batch["label"], sched, losses.swap_conditioning_batch)
+    initial, perturbed = losses.density_reg_points(k[3], x["z"].shape[0], t.density_reg_points,
                                                    t.density_reg_p_dist)  # fmt: skip
-    coords = jnp.concatenate([initial, perturbed], axis=1)
+    x["coords"] = jnp.concatenate([initial, perturbed], axis=1)
+    n = initial.shape[1]
 
-    def loss_fn(params):
+    def loss_fn(params, carry, mb, key):
         def fn(m):
-            planes = m.planes(m.mapping(z, c_cond), noise_mode="random")
-            return m.sample_density(planes, coords)[1]
+            planes = m.planes(m.mapping(mb["z"], mb["c_cond"]), noise_mode="random")
+            return m.sample_density(planes, mb["coords"])[1]
 
-        sigma = nets.G.apply({**state.g, "params": params}, method=fn, rngs={"noise": k[4]})
-        n = initial.shape[1]
+        sigma = nets.G.apply({**state.g, "params": params}, method=fn, rngs={"noise": key})
         reg = losses.density_l1(sigma[:, :n], sigma[:, n:], t.density_reg)
-        return reg * gain, reg
+        return reg * gain / a, (carry, {"G/density_reg": reg})
 
-    (_, reg), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g["params"])
+    grads, _, metrics = accumulate(loss_fn, state.g["params"], None, x, k[4], a)
     params, opt = _apply(nets.g_tx, state.g["params"], state.g_opt, grads)
-    state = state.replace(g={**state.g, "params": params}, g_opt=opt)
-    return state, {"G/density_reg": reg}
+    return state.replace(g={**state.g, "params": params}, g_opt=opt), metrics
 
 
 def d_main(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
     """Dmain: softplus(D(fake)) + softplus(−D(real)); the fake pass updates G's w_avg."""
     k = _keys(key, "Dmain")
-    z, c_gen, c_cond = _fakes(nets, k, batch, sched)
-    fake, buffers = _run_g(nets, state.g, z, c_gen, c_cond, k[4:6], neural_res, update_emas=True)
-    fake = jax.lax.stop_gradient(fake)
-    real, real_raw = real_images(batch, neural_res, sched["blur_sigma"], nets.train.blur_init_sigma)
-    c_fake = discriminator_label(c_gen, k[3], nets.pose)
-    c_real = discriminator_label(batch["label"], k[6], nets.pose)
+    a = nets.train.accum_steps
+    sigma = sched["blur_sigma"]
+    x = _fakes(nets, k, batch["label"], sched)
+    x["c_fake"] = discriminator_label(x["c_gen"], k[3], nets.pose)
+    x["c_real"] = discriminator_label(batch["label"], k[6], nets.pose)
+    x["real"] = batch["image"]
 
-    def loss_fn(params):
-        lf = _run_d(nets, params, fake["image"], fake["image_raw"], c_fake, sched["blur_sigma"])
-        lr = _run_d(nets, params, real, real_raw, c_real, sched["blur_sigma"])
-        return jnp.mean(losses.d_logistic_loss(lr, lf)), (lf, lr)
+    def loss_fn(params, buffers, mb, key):
+        fake, buffers = _run_g(nets, {**state.g, "buffers": buffers}, mb, key, neural_res,
+                               update_emas=True)  # fmt: skip
+        fake = jax.lax.stop_gradient(fake)
+        real, real_raw = real_images(mb["real"], neural_res, sigma, nets.train.blur_init_sigma)
+        lf = _run_d(nets, params, fake["image"], fake["image_raw"], mb["c_fake"], sigma)
+        lr = _run_d(nets, params, real, real_raw, mb["c_real"], sigma)
+        loss = jnp.mean(losses.d_logistic_loss(lr, lf))
+        metrics = {"D/loss": loss, "D/fake_score": jnp.mean(lf), "D/real_score": jnp.mean(lr)}
+        return loss / a, (buffers, metrics)
 
-    (loss, (lf, lr)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d["params"])
+    grads, buffers, metrics = accumulate(loss_fn, state.d["params"], state.g["buffers"], x,
+                                         k[4], a)  # fmt: skip
     params, opt = _apply(nets.d_tx, state.d["params"], state.d_opt, grads)
     state = state.replace(d={"params": params}, d_opt=opt, g={**state.g, "buffers": buffers})
-    return state, {"D/loss": loss, "D/fake_score": jnp.mean(lf), "D/real_score": jnp.mean(lr)}
+    return state, metrics
 
 
 def d_reg(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
     """Dreg: R1 (γ/2 · |∇D(real)|² over both images) × interval."""
     k = _keys(key, "Dreg")
     t = nets.train
+    a = t.accum_steps
     gain = max(t.d_reg_interval, 1)
-    real, real_raw = real_images(batch, neural_res, sched["blur_sigma"], nets.train.blur_init_sigma)
-    c_real = discriminator_label(batch["label"], k[0], nets.pose)
+    sigma = sched["blur_sigma"]
+    x = {"real": batch["image"], "c_real": discriminator_label(batch["label"], k[0], nets.pose)}
 
-    def loss_fn(params):
-        d_fn = lambda img, raw: _run_d(nets, params, img, raw, c_real, sched["blur_sigma"])
-        penalty = losses.r1_penalty(d_fn, real, real_raw)
-        return jnp.mean(penalty) * (t.r1_gamma / 2) * gain, penalty
+    def loss_fn(params, carry, mb, key):
+        real, real_raw = real_images(mb["real"], neural_res, sigma, t.blur_init_sigma)
+        d_fn = lambda img, raw: _run_d(nets, params, img, raw, mb["c_real"], sigma)
+        penalty = jnp.mean(losses.r1_penalty(d_fn, real, real_raw))
+        return penalty * (t.r1_gamma / 2) * gain / a, (carry, {"D/r1_penalty": penalty})
 
-    (_, penalty), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d["params"])
+    grads, _, metrics = accumulate(loss_fn, state.d["params"], None, x, k[4], a)
     params, opt = _apply(nets.d_tx, state.d["params"], state.d_opt, grads)
-    return state.replace(d={"params": params}, d_opt=opt), {"D/r1_penalty": jnp.mean(penalty)}
+    return state.replace(d={"params": params}, d_opt=opt), metrics
 
 
 def finish_step(nets: Networks, state: TrainState, batch_size: int):
@@ -191,10 +241,8 @@ def phases_at(train, step: int) -> tuple[str, ...]:
 
 def schedule_at(train, nimg: int) -> tuple[dict, int]:
     """The traced schedule values and the static neural resolution at cur_nimg."""
-    sched = dict(
-        blur_sigma=jnp.float32(schedules.blur_sigma(nimg, train.blur_init_sigma,
-                                                    train.blur_fade_kimg)),
-    )  # fmt: skip
+    sigma = schedules.blur_sigma(nimg, train.blur_init_sigma, train.blur_fade_kimg)
+    sched = {"blur_sigma": jnp.float32(sigma)}
     swap = schedules.gpc_swap_prob(nimg, train.gpc_reg_prob, train.gpc_reg_fade_kimg)
     sched["swap_prob"] = None if swap is None else jnp.float32(swap)  # None: condition on 0
     res = schedules.neural_res(nimg, train.neural_res_initial, train.neural_res_final,
@@ -202,14 +250,53 @@ def schedule_at(train, nimg: int) -> tuple[dict, int]:
     return sched, int(res)
 
 
-@partial(jax.jit, static_argnames=("nets", "phases", "neural_res"), donate_argnums=(1,))
-def train_step(nets: Networks, state: TrainState, batch, key, sched, *, phases, neural_res):
-    """One iteration: the given phases in order, then `finish_step`. key: the run's key;
-    the step key is fold_in(key, state.step)."""
-    step_key = jax.random.fold_in(key, state.step)
-    metrics = {}
-    for name in phases:
-        state, m = PHASES[name](nets, state, batch, step_key, sched, neural_res=neural_res)
-        metrics.update(m)
-    state = finish_step(nets, state, batch["label"].shape[0])
-    return state, metrics
+def _phase(nets, state, batch, key, sched, *, phase, neural_res):
+    if phase == "finish":
+        return finish_step(nets, state, batch["label"].shape[0]), {}
+    return PHASES[phase](nets, state, batch, jax.random.fold_in(key, state.step), sched,
+                         neural_res=neural_res)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_phase(nets: Networks, mesh: Mesh | None, phase: str, neural_res: int):
+    """The jitted `phase` ('Gmain', 'Greg', 'Dmain', 'Dreg' or 'finish'): fn(state, batch,
+    key, sched) -> (state, metrics), the state donated. Cached, so every Trainer (and every
+    resumed run in a process) of the same networks and mesh shares one compilation."""
+    kw = {}
+    if mesh is not None:
+        rep, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+        kw = dict(in_shardings=(rep, rows, rep, rep), out_shardings=rep)
+    fn = partial(_phase, nets, phase=phase, neural_res=neural_res)
+    return jax.jit(fn, donate_argnums=(0,), **kw)
+
+
+class Trainer:
+    """Jitted phases of `nets` on `mesh` (None: the default device, no explicit sharding).
+
+    The state is replicated (P()), the batch sharded over the mesh axis 'data' (its batch
+    dimension must divide by the axis size); metrics come back replicated. Parameters are
+    replicated, data parallel; an FSDP layout would change only the state's sharding.
+    Calls donate the state: use the returned one.
+    """
+
+    def __init__(self, nets: Networks, mesh: Mesh | None = None):
+        self.nets = nets
+        self.mesh = mesh
+
+    def place(self, state):
+        """Put a host or single-device state on the mesh, replicated."""
+        if self.mesh is None:
+            return state
+        return jax.device_put(state, NamedSharding(self.mesh, P()))
+
+    def phase(self, name: str, state, batch, key, sched, *, neural_res: int):
+        """Run one phase -> (state, metrics)."""
+        return compiled_phase(self.nets, self.mesh, name, neural_res)(state, batch, key, sched)
+
+    def step(self, state, batch, key, sched, *, phases, neural_res: int):
+        """One iteration: `phases` in order, then the EMA and counters -> (state, metrics)."""
+        metrics = {}
+        for name in (*phases, "finish"):
+            state, m = self.phase(name, state, batch, key, sched, neural_res=neural_res)
+            metrics.update(m)
+        return state, metrics

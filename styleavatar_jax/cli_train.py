@@ -1,0 +1,64 @@
+"""`train` and `demo` subcommands.
+
+    styleavatar-jax train --config configs/NAME.py --workdir DIR [--resume] [--init-from PKL]
+        [--config.train.total_kimg=0.1 --config.train.batch_size=8 ...] [--distributed]
+    styleavatar-jax demo [--out out/demo] [--minutes 10] [--fresh]
+
+Multi-host (TPU pod slice, several GPU hosts): run the same command on every host with
+--distributed; jax.distributed.initialize() finds the coordinator from the TPU or SLURM
+environment, or from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("train", help="train a tri-plane GAN (EG3D / StyleAvatar3D)")
+    p.add_argument("--config", required=True, help="configs/NAME.py[:arg]")
+    p.add_argument("--workdir", required=True, help="run directory (checkpoints, logs)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --workdir from its latest checkpoint")  # fmt: skip
+    p.add_argument("--init-from", metavar="PKL", help="start from an EG3D network .pkl")
+    p.add_argument("--max-minutes", type=float, help="stop (and save) after this long")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-host: call jax.distributed.initialize() first")  # fmt: skip
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("demo", help="train a small avatar GAN on CPUs and show it learned")
+    p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    p.add_argument("--minutes", type=float, default=10.0, help="training time budget")
+    p.add_argument("--fresh", action="store_true", help="delete --out first")
+    p.set_defaults(fn=cmd_demo)
+
+
+def cmd_train(args, overrides) -> int:
+    import jax
+
+    if args.distributed:
+        jax.distributed.initialize()
+    from styleavatar_jax.cli import load_config_file
+    from styleavatar_jax.train import loop
+
+    cfg = load_config_file(args.config, overrides)
+    if args.init_from and not Path(args.init_from).is_file():
+        raise FileNotFoundError(f"--init-from={args.init_from}: no such file")
+    try:
+        r = loop.train(cfg, args.workdir, resume=args.resume, init_from=args.init_from,
+                       max_seconds=None if args.max_minutes is None else args.max_minutes * 60,
+                       progress=not args.no_progress)  # fmt: skip
+    except loop.TrainingDiverged as e:
+        print(f"styleavatar-jax train: {e}")
+        return 3
+    print(f"{r.status} at step {r.step} ({r.kimg:.3f} kimg); run directory {r.workdir}")
+    return 0
+
+
+def cmd_demo(args, overrides) -> int:
+    from styleavatar_jax.demo import DemoSettings, run_demo
+
+    run_demo(DemoSettings(out=Path(args.out), minutes=args.minutes), fresh=args.fresh,
+             overrides=overrides)  # fmt: skip
+    return 0

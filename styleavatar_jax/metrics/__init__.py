@@ -1,0 +1,1 @@
+"""Distribution metrics of generated images."""

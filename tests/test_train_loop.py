@@ -1,0 +1,150 @@
+"""The training loop: kill-and-resume is bit-exact, checkpoints are run directories, bad
+input fails before any work, a NaN stops the run with the last good checkpoint kept."""
+
+import os
+import shutil
+import signal
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from styleavatar_jax import cameras, checkpoint
+from styleavatar_jax.cli import load_config_file
+from styleavatar_jax.data.eg3d_format import EG3DWriter
+from styleavatar_jax.train import loop
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fast(fast_compile):
+    """Compile-bound module: see conftest.fast_compile."""
+
+
+def _mesh(n):
+    return Mesh(np.array(jax.devices()[:n]), ("data",))
+
+
+def _write_dataset(path, n=16, res=64, seed=0):
+    """Random smooth images with valid 360° cameras (the loop does not care what they show)."""
+    rng = np.random.default_rng(seed)
+    yaw = rng.uniform(-np.pi, np.pi, n).astype(np.float32)
+    pitch = rng.uniform(-0.5, 0.5, n).astype(np.float32)
+    pose = cameras.pose_from_angles(yaw, pitch)
+    k = np.broadcast_to(np.asarray(cameras.fov_to_intrinsics()), (n, 3, 3))
+    labels = np.asarray(cameras.make_label(pose, k), np.float32)
+    w = EG3DWriter(path)
+    for i in range(n):
+        img = np.kron(rng.integers(0, 256, (res // 8, res // 8, 3)), np.ones((8, 8, 1)))
+        w.write(i, img.astype(np.uint8), labels[i], {})
+    return w.finish()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return str(_write_dataset(tmp_path_factory.mktemp("data") / "ds").parent)
+
+
+def _cfg(data, *more):
+    return load_config_file(
+        "configs/tiny.py",
+        [f"--config.data.path={data}", "--config.train.total_kimg=0.016",  # 4 steps of 4
+         "--config.run.checkpoint_kimg=1", "--config.run.snapshot_kimg=0", *more],
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(data, tmp_path_factory):
+    """An uninterrupted 4-step run, and one SIGTERMed after step 2 then resumed."""
+    root = tmp_path_factory.mktemp("runs")
+    full = loop.train(_cfg(data, "--config.run.snapshot_kimg=0.008"), root / "full",
+                      mesh=_mesh(2), progress=False)  # fmt: skip
+
+    def kill_at_2(step, state, metrics):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    first = loop.train(_cfg(data), root / "killed", mesh=_mesh(2), progress=False,
+                       callbacks=[kill_at_2])  # fmt: skip
+    resumed = loop.train(_cfg(data), root / "killed", mesh=_mesh(2), progress=False,
+                         resume=True)  # fmt: skip
+    return full, first, resumed
+
+
+def test_kill_and_resume_is_bit_exact(runs):
+    full, first, resumed = runs
+    assert (full.status, full.step) == ("finished", 4)
+    assert (first.status, first.step) == ("interrupted", 2)
+    assert (resumed.status, resumed.step) == ("finished", 4)
+    a = jax.tree_util.tree_leaves_with_path(jax.device_get(full.state))
+    b = jax.tree.leaves(jax.device_get(resumed.state))
+    for (path, x), y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y, err_msg=f"state{jax.tree_util.keystr(path)}")
+    # The killed run saved step 2; the resumed run step 4 (keep_checkpoints=2).
+    steps = sorted(int(p.name) for p in (first.workdir / "checkpoints").iterdir())
+    assert steps == [2, 4]
+
+
+def test_run_directory_serves_sample_and_logs(runs):
+    full = runs[0]
+    nets = checkpoint.load_networks(full.workdir, ["G_ema", "D"])
+    assert "params" in nets["G_ema"] and "buffers" in nets["G_ema"]
+    cfg = checkpoint.load_config(full.workdir)
+    assert cfg.model.generator.sr_kind == "SuperresolutionCPU2X"
+    snaps = sorted(p.name for p in (full.workdir / "snapshots").iterdir())
+    assert snaps == ["00000.000kimg.png", "00000.008kimg.png", "00000.016kimg.png"]
+    assert any((full.workdir / "tb").iterdir())
+
+
+def test_existing_run_needs_resume_and_same_config(runs, data):
+    workdir = runs[1].workdir
+    with pytest.raises(FileExistsError, match="--resume"):
+        loop.train(_cfg(data), workdir, mesh=_mesh(2), progress=False)
+    with pytest.raises(ValueError, match=r"config\.train\.lr_d: 0\.002 in the run, 0\.003 given"):
+        loop.train(_cfg(data, "--config.train.lr_d=0.003"), workdir, resume=True, mesh=_mesh(2))
+    # total_kimg and run.* may change on resume: this one has nothing left to do.
+    r = loop.train(_cfg(data, "--config.run.log_steps=1"), workdir, resume=True, mesh=_mesh(2),
+                   progress=False)  # fmt: skip
+    assert (r.status, r.step) == ("finished", 4)
+
+
+def test_damaged_checkpoint_is_a_clear_error(runs, data, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(runs[1].workdir, workdir)
+    for f in (workdir / "checkpoints" / "4" / "D").rglob("*"):
+        if f.is_file() and "ocdbt" in str(f.relative_to(workdir)):
+            f.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"checkpoints/4 cannot be read.*Other steps there: \[2\]"):
+        loop.train(_cfg(data), workdir, resume=True, mesh=_mesh(2), progress=False)
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):
+    real_step = loop.Trainer.step
+
+    def poisoned(self, state, batch, key, sched, **kw):
+        state, metrics = real_step(self, state, batch, key, sched, **kw)
+        if int(state.step) == 3:
+            metrics = {**metrics, "G/loss": metrics["G/loss"] * np.nan}
+        return state, metrics
+
+    monkeypatch.setattr(loop.Trainer, "step", poisoned)
+    cfg = _cfg(data, "--config.run.checkpoint_kimg=0.004", "--config.run.log_steps=1",
+               "--config.run.keep_checkpoints=5")  # fmt: skip
+    with pytest.raises(loop.TrainingDiverged, match=r"step 3: losses \['G/loss'\]"):
+        loop.train(cfg, tmp_path / "run", mesh=_mesh(2), progress=False)
+    assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()) == [1, 2]
+
+
+def test_bad_input_fails_before_work(data, tmp_path):
+    with pytest.raises(ValueError, match="config.data.path is empty"):
+        loop.train(_cfg(""), tmp_path / "a", mesh=_mesh(2))
+    with pytest.raises(ValueError, match="unknown config key 'lr_gg'"):
+        _cfg(data, "--config.train.lr_gg=1")
+    small = _write_dataset(tmp_path / "small", n=4, res=32).parent
+    with pytest.raises(ValueError, match=r"images are 32², but config\.model\.discriminator"):
+        loop.train(_cfg(small), tmp_path / "b", mesh=_mesh(2))
+    with pytest.raises(ValueError, match=r"batch_size=4 must be divisible by the 8 devices"):
+        loop.train(_cfg(data), tmp_path / "c", mesh=_mesh(8))
+    with pytest.raises(ValueError, match=r"config\.train: .*batch_size=0"):
+        loop.train(_cfg(data, "--config.train.batch_size=0"), tmp_path / "d", mesh=_mesh(2))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
