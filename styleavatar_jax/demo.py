@@ -8,7 +8,8 @@
    end, next to the floor: the SWD between the training images and the held-out ones.
 4. Write a multi-view grid (seeds × 8 yaws around the head) and a 360° turntable GIF.
 
-Resumable: the dataset and the run continue where they stopped (`--fresh` starts over).
+The datasets are kept and reused by the next demo (they are deterministic); the run starts
+from scratch every time (`--fresh` also deletes the datasets).
 """
 
 from __future__ import annotations
@@ -131,9 +132,11 @@ def run_demo(s: DemoSettings, *, fresh: bool = False, overrides: list[str] | Non
             measure("start" if step == 0 else f"at step {step}", jax.device_get(state.g_ema))
 
     run_dir = s.out / "run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
     print(f"[train] configs/demo.py -> {run_dir} (at most {s.minutes:g} min; TensorBoard: "
           f"tensorboard --logdir {run_dir / 'tb'})", flush=True)  # fmt: skip
-    result = loop.train(cfg, run_dir, resume=True, max_seconds=s.minutes * 60,
+    result = loop.train(cfg, run_dir, max_seconds=s.minutes * 60,
                         mesh=loop.data_mesh(jax.devices()[:1]), callbacks=[at_start])  # fmt: skip
     g_ema = jax.device_get(result.state.g_ema)
     measure("end", g_ema)

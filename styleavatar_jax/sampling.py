@@ -10,6 +10,7 @@ sharded (except EG3D's depth clamp, which uses the batch's depth range).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Sequence
 
@@ -63,8 +64,9 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     return Mesh(np.array(devices), ("data",))
 
 
+@functools.lru_cache(maxsize=32)
 def make_sampler(G: TriPlaneGenerator, settings: SampleSettings, mesh: Mesh):
-    """-> jitted fn(variables, z [B, z], c_cond [B, 25], c_views [V, 25], seeds [B]) ->
+    """(Cached per G, settings, mesh: training snapshots reuse one compilation.) -> jitted fn(variables, z [B, z], c_cond [B, 25], c_views [V, 25], seeds [B]) ->
     (images [B, V, R, R, 3], depth [B, V, r, r, 1], ws [B, L, w]); B divisible by mesh size.
     """
     s = settings

@@ -26,7 +26,7 @@ def fast_compile():
     """XLA with most optimisations off, for modules that compile much and run little (the
     train tests: halves compile time, the few tiny steps run slower). Results stay float
     results of the same math; bit-exactness between two runs is unaffected."""
-    old = jax.config.jax_disable_most_optimizations
+    old = jax.config.values["jax_disable_most_optimizations"]
     jax.config.update("jax_disable_most_optimizations", True)
     yield
     jax.config.update("jax_disable_most_optimizations", old)

@@ -148,3 +148,28 @@ def test_bad_input_fails_before_work(data, tmp_path):
     with pytest.raises(ValueError, match=r"config\.train: .*batch_size=0"):
         loop.train(_cfg(data, "--config.train.batch_size=0"), tmp_path / "d", mesh=_mesh(2))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_init_from_eg3d_snapshot(converted):
+    from tests.conftest import PKL
+
+    from styleavatar_jax.train.config import training_configs
+    from styleavatar_jax.train.state import init_state, make_networks
+
+    tc = training_configs(load_config_file("configs/eg3d_ffhq512.py:tiny"))
+    nets = make_networks(tc.generator, tc.discriminator, tc.train, tc.pose)
+    fresh = init_state(nets, jax.random.key(0))
+    state = loop._init_from(str(PKL), nets, fresh)
+    _, networks, _ = converted
+    for name, ours in (("G", state.g), ("G_ema", state.g_ema), ("D", state.d)):
+        for a, b in zip(jax.tree.leaves(ours["params"]), jax.tree.leaves(networks[name]["params"]),
+                        strict=True):  # fmt: skip
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Adam starts from zero moments for the loaded weights.
+    assert all(float(np.abs(x).max()) == 0 for x in jax.tree.leaves(state.g_opt) if x.ndim)
+    tc2 = training_configs(load_config_file("configs/tiny.py"))
+    other = make_networks(tc2.generator, tc2.discriminator, tc2.train, tc2.pose)
+    with pytest.raises(
+        ValueError, match=r"generator differs from config\.model\.generator in .*z_dim"
+    ):
+        loop._init_from(str(PKL), other, fresh)

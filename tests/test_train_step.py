@@ -150,10 +150,12 @@ def test_dreg_accumulated_equals_one_pass():
         state = init_state(n, jax.random.key(0))
         trainer = train_step.Trainer(n, _mesh(1))
         state, m = trainer.phase("Dreg", state, batch, jax.random.key(1), sched, neural_res=res)
-        out.append(jax.device_get((state.d, m)))
+        # Adam's first moment after one step with β1 = 0 is the gradient itself (the
+        # parameters are not compared: Adam maps a gradient at float-noise level to ±lr).
+        out.append(jax.device_get((state.d_opt[0].mu, m)))
     np.testing.assert_allclose(out[0][1]["D/r1_penalty"], out[1][1]["D/r1_penalty"], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(out[0][0]), jax.tree.leaves(out[1][0]), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(a).max()))
 
 
 def test_accum_must_divide_batch():
