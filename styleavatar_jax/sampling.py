@@ -66,8 +66,9 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
 
 @functools.lru_cache(maxsize=32)
 def make_sampler(G: TriPlaneGenerator, settings: SampleSettings, mesh: Mesh):
-    """(Cached per G, settings, mesh: training snapshots reuse one compilation.) -> jitted fn(variables, z [B, z], c_cond [B, 25], c_views [V, 25], seeds [B]) ->
+    """-> jitted fn(variables, z [B, z], c_cond [B, 25], c_views [V, 25], seeds [B]) ->
     (images [B, V, R, R, 3], depth [B, V, r, r, 1], ws [B, L, w]); B divisible by mesh size.
+    Cached per (G, settings, mesh), so training snapshots reuse one compilation.
     """
     s = settings
     n_rays = s.neural_res**2

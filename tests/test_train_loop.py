@@ -151,10 +151,9 @@ def test_bad_input_fails_before_work(data, tmp_path):
 
 
 def test_init_from_eg3d_snapshot(converted):
-    from tests.conftest import PKL
-
     from styleavatar_jax.train.config import training_configs
     from styleavatar_jax.train.state import init_state, make_networks
+    from tests.conftest import PKL
 
     tc = training_configs(load_config_file("configs/eg3d_ffhq512.py:tiny"))
     nets = make_networks(tc.generator, tc.discriminator, tc.train, tc.pose)
