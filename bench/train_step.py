@@ -44,9 +44,11 @@ from styleavatar_jax.train.state import init_state, make_networks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {
-    "tiny": "configs/tiny.py",  # 64², planes 16², neural 16², 6+6 samples
+    "tiny": "configs/tiny.py",  # 64², planes 16², neural 16², 6+6 samples (not EG3D-buildable)
     "demo": "configs/demo.py",  # 64², planes 32², neural 32², 8+8 samples
     "eg3d_tiny": "configs/eg3d_ffhq512.py:tiny",  # EG3D's test-fixture architecture, 128²
+    "ffhq128": "configs/eg3d_ffhq512.py:128",  # FFHQ-512 channels, neural 64², SR 2X -> 128²
+    "ffhq512": "configs/eg3d_ffhq512.py",
     "avatar256": "configs/avatar256.py",
     "avatar512": "configs/avatar512.py",
 }
@@ -118,7 +120,12 @@ def time_jax(name: str, batch: int, iters: int, dtype: str) -> dict:
 
 def time_eg3d(src: str, name: str, batch: int, iters: int, device: str) -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
+    import os
+
     import eg3d_train_step as e
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
 
     cfg = load_config_file(str(ROOT / CONFIGS[name]), [f"--config.train.batch_size={batch}"])
     tc = training_configs(cfg)
@@ -129,8 +136,8 @@ def time_eg3d(src: str, name: str, batch: int, iters: int, device: str) -> dict:
                                 neural_res=t.neural_res_initial, batch=batch, device=device,
                                 r1_gamma=t.r1_gamma, density_reg=t.density_reg,
                                 blur_sigma=t.blur_init_sigma)  # fmt: skip
-    main = e.time_eg3d_step(run, MAIN, iters=iters)
-    all_ = e.time_eg3d_step(run, ALL, iters=iters)
+    main = e.time_eg3d_step(run, MAIN, iters=iters, warmup=2)  # CPU torch needs 2 warm-ups
+    all_ = e.time_eg3d_step(run, ALL, iters=iters, warmup=2)
     return dict(main_s=main, all_s=all_, amortised_s=amortised(main, all_))
 
 
@@ -159,7 +166,9 @@ def main() -> None:
             line = (f"| {name} | {b} | {args.dtype} | {r['main_s']:.3f} | {r['all_s']:.3f} | "
                     f"{r['amortised_s']:.3f} | {b / 1000 / r['amortised_s']:.4f} | "
                     f"{r['compile_s']:.1f} | {r['peak_mb']:.0f} |")  # fmt: skip
-            if args.eg3d_src:
+            if args.eg3d_src and name in ("tiny", "demo"):
+                line += " – | – (EG3D has no 16²/32²-plane, CPU2X architecture) |"
+            elif args.eg3d_src:
                 t = time_eg3d(args.eg3d_src, name, b, args.iters, args.torch_device)
                 r["eg3d"] = t
                 line += (

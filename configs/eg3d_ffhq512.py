@@ -2,7 +2,8 @@
 --gen_pose_cond=True --mirror=1): its architecture, its 25-d camera label for D (no
 coarse-to-fine), its losses and schedules. arg 'tiny': the CPU-sized architecture of
 tests/fixtures/eg3d_tiny.pkl (z 64, cbase 2048, cmax 16, 2X SR to 128, 12+12 depth
-samples, neural res 32).
+samples, neural res 32). arg '128': FFHQ-512 channels with SR 2X to 128² and neural 64²
+(a mid-sized benchmark point that a CPU can still train).
 
     styleavatar-jax sample --config=configs/eg3d_ffhq512.py:tiny --seeds 0-3 --out out/
     styleavatar-jax train --config configs/eg3d_ffhq512.py --workdir runs/ffhq \
@@ -40,8 +41,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             d, img_resolution=128, channel_base=2048, channel_max=16, conv_clamp=None
         )
         neural_res = 32
+    elif arg == "128":
+        g = dataclasses.replace(g, img_resolution=128, sr_kind="SuperresolutionHybrid2X")
+        d = dataclasses.replace(d, img_resolution=128)
+        neural_res = 64
     elif arg:
-        raise ValueError(f"configs/eg3d_ffhq512.py: unknown variant {arg!r}; expected '' or 'tiny'")
+        raise ValueError(
+            f"configs/eg3d_ffhq512.py: unknown variant {arg!r}; expected '', 'tiny' or '128'"
+        )
     # EG3D: neural rendering 64² for the first stage; 512² models end at 128² (second stage).
     train = TrainConfig(batch_size=32, r1_gamma=1.0, neural_res_initial=min(64, neural_res))
     return make_config(
