@@ -332,3 +332,28 @@ def test_resize_bilinear_antialiased_downsampling_is_torch_triangle(h, w, size):
 def test_resize_bilinear_same_size_is_identity():
     x = jnp.asarray(rand(9, 1, 5, 5, 1))
     assert resize_bilinear(x, 5) is x
+
+
+@pytest.mark.parametrize(
+    "h, ci, co, k, pad",
+    [
+        (9, 5, 7, 3, ((1, 2), (0, 2))),
+        (8, 4, 3, 4, ((3, 3), (3, 3))),
+        (7, 3, 2, 1, ((0, 0), (0, 0))),
+    ],
+)
+def test_transposed_conv_gradients_equal_xla(h, ci, co, k, pad):
+    # The custom kernel gradient (strided slices + matmuls) equals autodiff of XLA's
+    # lhs-dilated conv, for asymmetric padding, even and odd kernels and 1x1.
+    from styleavatar_jax.nn.resample import _dilated, transposed_conv
+
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(k1, (2, h, h + 1, ci))
+    w = jax.random.normal(k2, (k, k, ci, co))
+    out = _dilated(x, w, pad, 2)
+    np.testing.assert_array_equal(transposed_conv(x, w, pad, 2), out)
+    g = jax.random.normal(k3, out.shape)
+    ref = jax.vjp(lambda x, w: _dilated(x, w, pad, 2), x, w)[1](g)
+    new = jax.vjp(lambda x, w: transposed_conv(x, w, pad, 2), x, w)[1](g)
+    for a, b in zip(ref, new, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(jnp.abs(a).max()))
