@@ -150,12 +150,8 @@ def _d_kwargs(d_cfg: DiscriminatorConfig) -> dict:
 
 
 def random_labels(n: int, rng: np.random.Generator) -> np.ndarray:
-    """[n, 25] valid EG3D camera labels (our cameras module: radius 2.7, FFHQ FOV)."""
-    yaw = rng.uniform(-np.pi, np.pi, n).astype(np.float32)
-    pitch = rng.uniform(-0.4, 0.4, n).astype(np.float32)
-    pose = cameras.pose_from_angles(yaw, pitch)
-    k = np.broadcast_to(np.asarray(cameras.fov_to_intrinsics()), (n, 3, 3))
-    return np.asarray(cameras.make_label(pose, k), np.float32)
+    """[n, 25] valid EG3D camera labels (`cameras.random_labels`, seeded from rng)."""
+    return cameras.random_labels(int(rng.integers(2**31)), n)
 
 
 def build_eg3d_training(

@@ -220,6 +220,14 @@ def sample_uniform_views(
     return pose_from_angles(yaw, pitch, radius, pivot, center), yaw, pitch
 
 
+def random_labels(seed: int, n: int, fov_degrees=FOV_DEGREES) -> np.ndarray:
+    """n EG3D labels float32 [n, 25] from `sample_uniform_views` (360° yaw, pitch ±30°) on
+    the default orbit: random valid cameras for tests and benchmarks."""
+    cam2world, _, _ = sample_uniform_views(jax.random.key(seed), n)
+    k = jnp.broadcast_to(fov_to_intrinsics(fov_degrees), (n, 3, 3))
+    return np.asarray(make_label(cam2world, k), np.float32)
+
+
 @jax.jit
 def make_label(cam2world, intrinsics) -> jax.Array:
     """cam2world [..., 4, 4], intrinsics [..., 3, 3] (broadcast) -> label c [..., 25]."""

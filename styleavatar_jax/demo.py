@@ -15,6 +15,7 @@ from scratch every time (`--fresh` also deletes the datasets).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import time
 from pathlib import Path
@@ -62,14 +63,21 @@ def make_data(s: DemoSettings, resolution: int) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+@functools.lru_cache(maxsize=8)
+def _render_fn(G, neural_res: int):
+    """Jitted (variables, z [B, z], c [B, 25], key) -> images, compiled once per G."""
+
+    def run(g_vars, z, c, key):
+        u = draw_uniforms(key, z.shape[0], neural_res**2, G.cfg.render)
+        return G.apply(g_vars, z, c, neural_res=neural_res, noise_mode="const", uniforms=u)["image"]
+
+    return jax.jit(run)
+
+
 def fake_images(G, g_vars, labels: np.ndarray, neural_res: int, seed: int, batch: int = 32):
     """G_ema images [N, R, R, 3] in [−1, 1], one per camera label [N, 25] (conditioned on
     that camera, as EG3D's metrics), z from `seed`; noise const, no truncation."""
-
-    @jax.jit
-    def run(z, c, key):
-        u = draw_uniforms(key, z.shape[0], neural_res**2, G.cfg.render)
-        return G.apply(g_vars, z, c, neural_res=neural_res, noise_mode="const", uniforms=u)["image"]
+    render = _render_fn(G, neural_res)
 
     out = []
     n = len(labels)
@@ -79,7 +87,7 @@ def fake_images(G, g_vars, labels: np.ndarray, neural_res: int, seed: int, batch
         c = np.concatenate([c, np.repeat(c[-1:], pad, 0)]) if pad else c
         key = jax.random.fold_in(jax.random.key(seed), start)
         z = jax.random.normal(jax.random.fold_in(key, 1), (batch, G.cfg.z_dim))
-        out.append(np.asarray(run(z, jnp.asarray(c), key))[: batch - pad])
+        out.append(np.asarray(render(g_vars, z, jnp.asarray(c), key))[: batch - pad])
     return np.concatenate(out)
 
 

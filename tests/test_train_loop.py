@@ -28,11 +28,7 @@ def _mesh(n):
 def _write_dataset(path, n=16, res=64, seed=0):
     """Random smooth images with valid 360° cameras (the loop does not care what they show)."""
     rng = np.random.default_rng(seed)
-    yaw = rng.uniform(-np.pi, np.pi, n).astype(np.float32)
-    pitch = rng.uniform(-0.5, 0.5, n).astype(np.float32)
-    pose = cameras.pose_from_angles(yaw, pitch)
-    k = np.broadcast_to(np.asarray(cameras.fov_to_intrinsics()), (n, 3, 3))
-    labels = np.asarray(cameras.make_label(pose, k), np.float32)
+    labels = cameras.random_labels(seed, n)
     w = EG3DWriter(path)
     for i in range(n):
         img = np.kron(rng.integers(0, 256, (res // 8, res // 8, 3)), np.ones((8, 8, 1)))

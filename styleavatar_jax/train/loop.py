@@ -43,7 +43,7 @@ from styleavatar_jax.train.step import Trainer, phases_at, schedule_at
 
 # Config sections that define the math of a run: a resume must not change them.
 FROZEN_SECTIONS = ("seed", "model.generator", "model.discriminator", "train", "pose", "data.flip")
-RESUMABLE_TRAIN_FIELDS = ("total_kimg",)
+RESUMABLE = ("train.total_kimg",)  # may change on --resume (as run.* may)
 
 
 class TrainingDiverged(RuntimeError):
@@ -69,15 +69,17 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 
 def _flat(cfg: ml_collections.ConfigDict, section: str) -> dict:
+    """cfg's `section` ('train', 'data.flip', ...) as {'section.a.b': leaf}."""
     node = cfg
     for part in section.split("."):
         node = node[part]
-    if not isinstance(node, ml_collections.ConfigDict):
-        return {section: node}
-    out = {}
-    for k, v in node.to_dict().items():
-        out.update(_flat(ml_collections.ConfigDict({k: v}), k) if isinstance(v, dict) else {k: v})
-    return {f"{section}.{k}": v for k, v in out.items()}
+    return _leaves(node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node, section)
+
+
+def _leaves(value, prefix: str) -> dict:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    return {k: v for key, sub in value.items() for k, v in _leaves(sub, f"{prefix}.{key}").items()}
 
 
 def _norm(v):
@@ -94,7 +96,7 @@ def config_differences(saved: ml_collections.ConfigDict, given: ml_collections.C
             out.append(f"config.{section}: missing in one of the two configs")
             continue
         for k in sorted(set(a) | set(b)):
-            if k.split(".")[-1] in RESUMABLE_TRAIN_FIELDS and k.startswith("train."):
+            if k in RESUMABLE:
                 continue
             if _norm(a.get(k)) != _norm(b.get(k)):
                 out.append(f"config.{k}: {a.get(k)!r} in the run, {b.get(k)!r} given")
@@ -411,8 +413,8 @@ def train(
     metrics: dict = {}
 
     def meta() -> dict:
-        return {"step": int(state.step), "nimg": int(state.nimg), "seed": tc.seed,
-                "kimg": int(state.nimg) / 1000, "data_step": int(state.step)}  # fmt: skip
+        # The data position is the step: InputPipeline.batch_at(step) (module docstring).
+        return {"step": int(state.step), "nimg": int(state.nimg), "seed": tc.seed}
 
     def save():
         _check_finite(state, jax.device_get(metrics), step, workdir)
