@@ -64,6 +64,40 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     return Mesh(np.array(devices), ("data",))
 
 
+def _per_seed_uniforms(G: TriPlaneGenerator, keys, view, n_rays: int) -> RenderUniforms:
+    """Renderer uniforms for one view of each seed: fold_in(seed key, view) -> batch of B."""
+    draw = lambda k: draw_uniforms(jax.random.fold_in(k, view), 1, n_rays, G.cfg.render)
+    u = jax.vmap(draw)(keys)  # stratified [B, 1, R, S, 1], pdf [B, R, K]
+    return RenderUniforms(u.stratified[:, 0], u.pdf.reshape(-1, u.pdf.shape[-1]))
+
+
+def render_views(G: TriPlaneGenerator, settings: SampleSettings, variables, ws, c_views, seeds):
+    """ws [B, L, w], c_views [V, 25], seeds [B] (renderer randomness) -> images
+    [B, V, R, R, 3], depth [B, V, r, r, 1]: one backbone pass, then every view (traceable)."""
+    s = settings
+    keys = jax.vmap(lambda sd: jax.random.fold_in(jax.random.key(0), sd))(seeds)
+    noise_rng = {"noise": jax.random.fold_in(keys[0], 1 << 20)}
+    planes = G.apply(variables, ws, noise_mode=s.noise_mode, method=G.planes, rngs=noise_rng)
+
+    def one_view(args):
+        i, c_view = args
+        c = jnp.broadcast_to(c_view, (ws.shape[0], c_view.shape[-1]))
+        out = G.apply(
+            variables,
+            planes,
+            ws,
+            c,
+            neural_res=s.neural_res,
+            uniforms=_per_seed_uniforms(G, keys, i, s.neural_res**2),
+            method=G.synthesis_from_planes,
+        )
+        return out["image"], out["image_depth"]
+
+    views = jnp.arange(c_views.shape[0])
+    images, depth = jax.lax.map(one_view, (views, c_views))  # [V, B, ...]
+    return images.swapaxes(0, 1), depth.swapaxes(0, 1)
+
+
 @functools.lru_cache(maxsize=32)
 def make_sampler(G: TriPlaneGenerator, settings: SampleSettings, mesh: Mesh):
     """-> jitted fn(variables, z [B, z], c_cond [B, 25], c_views [V, 25], seeds [B]) ->
@@ -71,15 +105,8 @@ def make_sampler(G: TriPlaneGenerator, settings: SampleSettings, mesh: Mesh):
     Cached per (G, settings, mesh), so training snapshots reuse one compilation.
     """
     s = settings
-    n_rays = s.neural_res**2
-
-    def per_seed_uniforms(keys, view):
-        draw = lambda k: draw_uniforms(jax.random.fold_in(k, view), 1, n_rays, G.cfg.render)
-        u = jax.vmap(draw)(keys)  # stratified [B, 1, R, S, 1], pdf [B, R, K]
-        return RenderUniforms(u.stratified[:, 0], u.pdf.reshape(-1, u.pdf.shape[-1]))
 
     def sample(variables, z, c_cond, c_views, seeds):
-        keys = jax.vmap(lambda sd: jax.random.fold_in(jax.random.key(0), sd))(seeds)
         ws = G.apply(
             variables,
             z,
@@ -88,31 +115,23 @@ def make_sampler(G: TriPlaneGenerator, settings: SampleSettings, mesh: Mesh):
             truncation_cutoff=s.truncation_cutoff,
             method=G.mapping,
         )
-        noise_rng = {"noise": jax.random.fold_in(keys[0], 1 << 20)}
-        planes = G.apply(variables, ws, noise_mode=s.noise_mode, method=G.planes, rngs=noise_rng)
-
-        def one_view(args):
-            i, c_view = args
-            c = jnp.broadcast_to(c_view, (z.shape[0], c_view.shape[-1]))
-            out = G.apply(
-                variables,
-                planes,
-                ws,
-                c,
-                neural_res=s.neural_res,
-                uniforms=per_seed_uniforms(keys, i),
-                method=G.synthesis_from_planes,
-            )
-            return out["image"], out["image_depth"]
-
-        views = jnp.arange(c_views.shape[0])
-        images, depth = jax.lax.map(one_view, (views, c_views))  # [V, B, ...]
-        return images.swapaxes(0, 1), depth.swapaxes(0, 1), ws
+        images, depth = render_views(G, s, variables, ws, c_views, seeds)
+        return images, depth, ws
 
     repl, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     return jax.jit(
         sample, in_shardings=(repl, rows, rows, repl, rows), out_shardings=(rows, rows, rows)
     )
+
+
+@functools.lru_cache(maxsize=32)
+def make_ws_renderer(G: TriPlaneGenerator, settings: SampleSettings, mesh: Mesh):
+    """-> jitted fn(variables, ws [B, L, w], c_views [V, 25], seeds [B]) -> (images
+    [B, V, R, R, 3], depth [B, V, r, r, 1]): `make_sampler` for given ws (W-diffusion,
+    inversion). settings' truncation is not applied: ws are used as given."""
+    repl, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    fn = functools.partial(render_views, G, settings)
+    return jax.jit(fn, in_shardings=(repl, rows, repl, rows), out_shardings=(rows, rows))
 
 
 def sample_batches(
