@@ -115,22 +115,31 @@ def guide(cond: jax.Array, uncond: jax.Array, guidance: float | jax.Array) -> ja
     return guidance * cond + (1 - guidance) * uncond
 
 
-def guided_eps(denoise: Denoiser, prediction: str, schedule: Schedule, x_t, t, guidance):
+def guided_eps(denoise: Denoiser, prediction: str, schedule: Schedule, x_t, t, guidance,
+               clip_x0: float | None = None):  # fmt: skip
     """(x̂₀, ε̂) [B, D] with guidance λ: one batched call on [cond; uncond].
 
     λ = None: the conditional model alone (one call of batch B). Guidance combines ε; for
     'x0'/'v' models ε̂ is affine in the output at fixed x_t, so this equals guiding the
-    output itself."""
+    output itself. clip_x0: clamp x̂₀ to [−c, c] and recompute ε̂ from it (ADM's
+    clip_denoised): near t = T, ᾱ_t ≈ 0 and an ε model's x̂₀ = (x_t − √(1−ᾱ)ε̂)/√ᾱ
+    magnifies its error ~1/√ᾱ_T, which a few-step sampler carries to the end."""
     b = x_t.shape[0]
     a = _at(schedule.alphas_cumprod, t, x_t)
     if guidance is None:
         out = denoise(x_t, t, jnp.ones((b,), bool))
-        return split_prediction(prediction, out, x_t, a)
-    keep = jnp.concatenate([jnp.ones((b,), bool), jnp.zeros((b,), bool)])
-    out = denoise(jnp.concatenate([x_t, x_t]), jnp.concatenate([t, t]), keep)
-    _, eps = split_prediction(prediction, out, jnp.concatenate([x_t, x_t]), jnp.concatenate([a, a]))
-    eps = guide(eps[:b], eps[b:], guidance)
-    return (x_t - jnp.sqrt(1 - a) * eps) / jnp.sqrt(a), eps
+        x0, eps = split_prediction(prediction, out, x_t, a)
+    else:
+        keep = jnp.concatenate([jnp.ones((b,), bool), jnp.zeros((b,), bool)])
+        x2, a2 = jnp.concatenate([x_t, x_t]), jnp.concatenate([a, a])
+        out = denoise(x2, jnp.concatenate([t, t]), keep)
+        _, eps = split_prediction(prediction, out, x2, a2)
+        eps = guide(eps[:b], eps[b:], guidance)
+        x0 = (x_t - jnp.sqrt(1 - a) * eps) / jnp.sqrt(a)
+    if clip_x0 is not None:
+        x0 = jnp.clip(x0, -clip_x0, clip_x0)
+        eps = (x_t - jnp.sqrt(a) * x0) / jnp.sqrt(1 - a)
+    return x0, eps
 
 
 # ---------------------------------------------------------------------------------------
@@ -164,9 +173,10 @@ def ddim_sample(
     num_steps: int,
     eta: float = 0.0,
     guidance: float | None = None,
+    clip_x0: float | None = None,
 ) -> jax.Array:
     """x_T [B, D] ~ N(0, I) -> x₀ [B, D] in num_steps DDIM steps with guidance λ (None:
-    conditional model only). key: the η > 0 noise."""
+    conditional model only). key: the η > 0 noise. clip_x0: see `guided_eps`."""
     ts = jnp.asarray(sampling_timesteps(schedule.num_steps, num_steps))
     prev = jnp.concatenate([ts[1:], jnp.array([-1], jnp.int32)])
     ac = schedule.alphas_cumprod
@@ -174,7 +184,7 @@ def ddim_sample(
     def body(x, inp):
         t, t_prev, k = inp
         tb = jnp.full((x.shape[0],), t, jnp.int32)
-        x0, eps = guided_eps(denoise, prediction, schedule, x, tb, guidance)
+        x0, eps = guided_eps(denoise, prediction, schedule, x, tb, guidance, clip_x0)
         a_prev = jnp.where(t_prev >= 0, ac[jnp.maximum(t_prev, 0)], 1.0)
         return ddim_step(x, x0, eps, ac[t], a_prev, eta, jax.random.normal(k, x.shape)), None
 
@@ -231,9 +241,7 @@ def ddpm_sample(
     def body(x, inp):
         t, k = inp
         tb = jnp.full((x.shape[0],), t, jnp.int32)
-        x0, _ = guided_eps(denoise, prediction, schedule, x, tb, guidance)
-        if clip_x0 is not None:
-            x0 = jnp.clip(x0, -clip_x0, clip_x0)
+        x0, _ = guided_eps(denoise, prediction, schedule, x, tb, guidance, clip_x0)
         c0 = betas[t] * jnp.sqrt(ac_prev[t]) / (1 - ac[t])
         ct = (1 - ac_prev[t]) * jnp.sqrt(1 - betas[t]) / (1 - ac[t])
         var = betas[t] * (1 - ac_prev[t]) / (1 - ac[t])

@@ -86,24 +86,27 @@ def _norm(v):
     return [_norm(x) for x in v] if isinstance(v, list | tuple) else v
 
 
-def config_differences(saved: ml_collections.ConfigDict, given: ml_collections.ConfigDict):
-    """['config.train.lr_d: 0.002 in the run, 0.003 given', ...] over FROZEN_SECTIONS."""
+def config_differences(saved: ml_collections.ConfigDict, given: ml_collections.ConfigDict,
+                       sections: Sequence[str] = FROZEN_SECTIONS,
+                       resumable: Sequence[str] = RESUMABLE) -> list[str]:  # fmt: skip
+    """['config.train.lr_d: 0.002 in the run, 0.003 given', ...] over `sections`, except the
+    `resumable` leaves."""
     out = []
-    for section in FROZEN_SECTIONS:
+    for section in sections:
         try:
             a, b = _flat(saved, section), _flat(given, section)
         except (KeyError, AttributeError):
             out.append(f"config.{section}: missing in one of the two configs")
             continue
         for k in sorted(set(a) | set(b)):
-            if k in RESUMABLE:
+            if k in resumable:
                 continue
             if _norm(a.get(k)) != _norm(b.get(k)):
                 out.append(f"config.{k}: {a.get(k)!r} in the run, {b.get(k)!r} given")
     return out
 
 
-def _write_config(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
+def write_config(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
     text = cfg.to_json_best_effort(indent=2, sort_keys=True)
     write_atomic(workdir / checkpoint.CONFIG_FILE, lambda f: f.write(text.encode()))
 
@@ -231,10 +234,11 @@ def snapshot_images(nets: Networks, g_vars, cfg: ml_collections.ConfigDict, tc: 
     return image_grid(to_uint8(np.concatenate(rows)))
 
 
-class _Log:
-    """TensorBoard (tensorboardX, process 0 only) + a tqdm bar in kimg."""
+class TrainLog:
+    """TensorBoard (tensorboardX, process 0 only) + a tqdm bar counting `unit`s (kimg)."""
 
-    def __init__(self, workdir: Path, total_kimg: float, kimg: float, progress: bool):
+    def __init__(self, workdir: Path, total: float, done: float, progress: bool,
+                 unit: str = "kimg"):  # fmt: skip
         self.main = jax.process_index() == 0
         self.writer = None
         if self.main:
@@ -245,8 +249,9 @@ class _Log:
         if progress and self.main:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=round(total_kimg, 3), initial=round(kimg, 3), unit="kimg",
-                            bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg "
+            n = "{n:.3f}/{total:.3f}" if unit == "kimg" else "{n:.0f}/{total:.0f}"
+            self.bar = tqdm(total=round(total, 3), initial=round(done, 3), unit=unit,
+                            bar_format="{l_bar}{bar}| " + n + f" {unit} "
                                        "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")  # fmt: skip
 
     def scalars(self, metrics: dict, step: int, nimg: int, extra: dict) -> None:
@@ -258,9 +263,9 @@ class _Log:
                      for k, v in metrics.items() if k.endswith("loss")}  # fmt: skip
             self.bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()}, refresh=False)
 
-    def advance(self, kimg: float) -> None:
+    def advance(self, amount: float) -> None:
         if self.bar is not None:
-            self.bar.update(round(kimg, 6))
+            self.bar.update(round(amount, 6))
 
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
         if self.writer is not None:
@@ -273,7 +278,7 @@ class _Log:
             self.writer.close()
 
 
-class _StopOnSignal:
+class StopOnSignal:
     """SIGTERM/SIGINT set a flag (main thread only); the previous handlers come back after."""
 
     def __init__(self):
@@ -395,7 +400,7 @@ def train(
 
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0 and not existing:
-        _write_config(workdir, cfg)
+        write_config(workdir, cfg)
     mngr = _manager(workdir, tc.run.keep_checkpoints)
     if existing:
         state, meta = restore_state(mngr, existing[-1], target)
@@ -406,7 +411,7 @@ def train(
     last_step = total_steps if max_steps is None else min(total_steps, step + max_steps)
     pipeline = InputPipeline(source, t.batch_size, seed=tc.seed, flip=tc.flip, mesh=mesh,
                              threads=tc.run.workers)  # fmt: skip
-    logger = _Log(workdir, t.total_kimg, nimg / 1000, progress)
+    logger = TrainLog(workdir, t.total_kimg, nimg / 1000, progress)
     ckpt_every = max(1, round(tc.run.checkpoint_kimg * 1000 / t.batch_size))
     snap_every = round(tc.run.snapshot_kimg * 1000 / t.batch_size)
     status = "finished"
@@ -428,7 +433,7 @@ def train(
             logger.image("G_ema", grid, step)
 
     try:
-        with _StopOnSignal() as stop, pipeline.iterate(step) as batches:
+        with StopOnSignal() as stop, pipeline.iterate(step) as batches:
             tick, tick_nimg = time.perf_counter(), nimg
             deadline = None if max_seconds is None else time.perf_counter() + max_seconds
             neural_res = schedule_at(t, nimg)[1]
