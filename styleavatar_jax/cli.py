@@ -9,6 +9,14 @@
     styleavatar-jax mirror-dataset SRC [DEST]
     styleavatar-jax train --config configs/NAME.py --workdir DIR [--resume] [--init-from PKL]
     styleavatar-jax demo [--out out/demo] [--minutes 10]
+    styleavatar-jax video --ckpt DIR --seeds 0-3 --frames 120 --yaw=-180:180 --pitch 10 --out a.mp4
+    styleavatar-jax mesh --ckpt DIR --seed 0 --res 256 --out head.ply [--preview head.png]
+    styleavatar-jax walk --ckpt DIR --seeds 0,1,2 --space z|w --frames-per-seed 30 --out walk.mp4
+    styleavatar-jax wdiff-data --gan RUN --clip PATH_OR_ID --num N --out pairs.npz
+    styleavatar-jax wdiff-train --config configs/wdiff.py --data pairs.npz --workdir WD
+    styleavatar-jax wdiff-eval --gan RUN --wdiff WD
+    styleavatar-jax from-image PORTRAIT.png --gan RUN --wdiff WD --out DIR
+    styleavatar-jax from-text "a pixar girl with red hair" --gan RUN --wdiff WD --out DIR
 
 ConfigDicts stop here: commands turn them into the typed dataclasses the library takes.
 """
@@ -23,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from styleavatar_jax import cli_dataset, cli_train
+from styleavatar_jax import cli_dataset, cli_outputs, cli_train, cli_wdiff
 
 
 def load_config_file(spec: str, overrides: list[str] | None = None):
@@ -211,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_dataset.add_parsers(sub)
     cli_train.add_parsers(sub)
+    cli_outputs.add_parsers(sub)
+    cli_wdiff.add_parsers(sub)
     return parser
 
 
