@@ -37,8 +37,12 @@ def tiny_config(data, **train):
     cfg = wdiff_configs.get_config("tiny")
     cfg.data.path = str(data)
     cfg.model.update(width=64, depth=2, heads=4)
-    cfg.train.update(dict(batch_size=128, lr=2e-3, warmup_steps=50, total_steps=700,
-                          ema_decay=0.99, heldout=0.05), **train)  # fmt: skip
+    cfg.train.update(
+        dict(
+            batch_size=128, lr=2e-3, warmup_steps=50, total_steps=700, ema_decay=0.99, heldout=0.05
+        ),
+        **train,
+    )
     cfg.run.update(log_steps=100, checkpoint_steps=350)
     return cfg
 
@@ -61,8 +65,9 @@ def test_recovers_conditional_means_and_guidance_concentrates(trained):
     spread = np.linalg.norm(mean[rows] - mean.mean(0), axis=1).mean()  # between conditions
 
     def dist(guidance):
-        w = sample_w(wd, pairs.e[rows], num=64, steps=20, guidance=guidance, seed=1,
-                     batch=256, mesh=mesh)  # fmt: skip
+        w = sample_w(
+            wd, pairs.e[rows], num=64, steps=20, guidance=guidance, seed=1, batch=256, mesh=mesh
+        )
         per_cond_mean = w.mean(1)
         mean_err = np.linalg.norm(per_cond_mean - mean[rows], axis=1).mean()
         to_mean = np.linalg.norm(w - mean[rows][:, None], axis=2).mean()
@@ -82,8 +87,9 @@ def test_recovers_conditional_means_and_guidance_concentrates(trained):
 def test_loaded_model_is_the_trained_ema(trained, tmp_path):
     wd, pairs, _, _, root = trained
     assert wd.cfg.w_dim == W_DIM and wd.cfg.cond_dim == COND_DIM
-    np.testing.assert_allclose(wd.w_mean, pairs.w[pairs_lib.split(N, 0.05, 0)[0]].mean(0),
-                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        wd.w_mean, pairs.w[pairs_lib.split(N, 0.05, 0)[0]].mean(0), rtol=1e-5, atol=1e-6
+    )
     assert wd.meta["pairs"] == {"gan": "synthetic"}
     again = wtrain.load_wdiff(root / "run")
     for a, b in zip(jax.tree.leaves(wd.params), jax.tree.leaves(again.params), strict=True):
@@ -95,10 +101,8 @@ def test_sharded_sampling_equals_single_device(trained):
     wd, pairs, _, held, _ = trained
     one = Mesh(np.array(jax.devices()[:1]), ("data",))
     eight = Mesh(np.array(jax.devices()[:8]), ("data",))
-    a = sample_w(wd, pairs.e[held[:8]], num=2, steps=10, guidance=3.0, seed=5, batch=16,
-                 mesh=one)  # fmt: skip
-    b = sample_w(wd, pairs.e[held[:8]], num=2, steps=10, guidance=3.0, seed=5, batch=16,
-                 mesh=eight)  # fmt: skip
+    a = sample_w(wd, pairs.e[held[:8]], num=2, steps=10, guidance=3.0, seed=5, batch=16, mesh=one)
+    b = sample_w(wd, pairs.e[held[:8]], num=2, steps=10, guidance=3.0, seed=5, batch=16, mesh=eight)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
