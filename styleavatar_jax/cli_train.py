@@ -48,12 +48,33 @@ def cmd_train(args, overrides) -> int:
     try:
         r = loop.train(cfg, args.workdir, resume=args.resume, init_from=args.init_from,
                        max_seconds=None if args.max_minutes is None else args.max_minutes * 60,
-                       progress=not args.no_progress)  # fmt: skip
+                       progress=not args.no_progress,
+                       callbacks=metric_callbacks(cfg, args.workdir))  # fmt: skip
     except loop.TrainingDiverged as e:
         print(f"styleavatar-jax train: {e}")
         return 3
     print(f"{r.status} at step {r.step} ({r.kimg:.3f} kimg); run directory {r.workdir}")
     return 0
+
+
+def metric_callbacks(cfg, workdir) -> list:
+    """config.eval -> [a callback running its metrics every eval.every_kimg] (or [])."""
+    ev = cfg.get("eval")
+    if ev is None or not ev.metrics or ev.every_kimg <= 0:
+        return []
+    from styleavatar_jax.eval.in_training import make_metric_callback
+    from styleavatar_jax.models.triplane import TriPlaneGenerator
+    from styleavatar_jax.train.config import training_configs
+    from styleavatar_jax.train.step import schedule_at
+
+    tc = training_configs(cfg)
+    batch = tc.train.batch_size
+    return [make_metric_callback(
+        TriPlaneGenerator(tc.generator), workdir=workdir, data=tc.data_path,
+        every_kimg=float(ev.every_kimg), batch_size=batch, camera=cfg.camera.to_dict(),
+        neural_res=lambda step: schedule_at(tc.train, step * batch)[1], metrics=ev.metrics,
+        num=int(ev.num) or None, inception=ev.inception or None, eval_batch=int(ev.batch),
+    )]  # fmt: skip
 
 
 def cmd_demo(args, overrides) -> int:

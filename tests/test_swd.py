@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from styleavatar_jax.metrics import swd as m
+from styleavatar_jax.eval import swd as m
 
 
 def unit_dirs(seed, d, repeats, per_repeat):

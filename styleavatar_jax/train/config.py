@@ -11,6 +11,9 @@ A training config (configs/*.py `get_config`) is an ml_collections.ConfigDict:
     pose                      PoseLabelConfig fields (D's label: EG3D camera | coarse-to-fine)
     data.path, data.flip      dataset (EG3D folder/zip or tfds dir) and x-flip augmentation
     run                       RunConfig fields (checkpoints, logs, snapshots)
+    eval                      metrics during training: metrics ('' = none, e.g. 'fid5k,swd'),
+                              every_kimg, inception (weights file), num (0: the metric's own
+                              count), batch (see styleavatar_jax/eval/in_training.py)
 
 `training_configs(cfg)` turns it into typed, validated dataclasses; an unknown or ill-typed
 field is an error naming `config.<section>.<field>`.
@@ -129,6 +132,7 @@ def make_config(
     cfg.pose = dataclasses.asdict(pose)
     cfg.data = dict(path=data_path, flip=flip)
     cfg.run = dataclasses.asdict(run)
+    cfg.eval = dict(metrics="", every_kimg=0.0, inception="", num=0, batch=32)
     return cfg
 
 

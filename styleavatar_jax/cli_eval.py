@@ -1,0 +1,99 @@
+"""`eval` and `convert-inception` subcommands (registered by cli.py).
+
+    styleavatar-jax eval --ckpt RUN --metrics fid50k,kid50k,swd,consistency
+        --inception pt_inception-2015-12-05-6726825d.pth [--data DIR] [--num N] [--batch B]
+        [--truncation PSI] [--cameras dataset|random] [--step K] [--devices N]
+    styleavatar-jax convert-inception pt_inception-2015-12-05-6726825d.pth inception.npz
+
+`eval` writes RUN/metrics-<step>.json (atomically) and prints it. FID/KID need
+pytorch-fid's Inception weights (a user-given file; nothing is downloaded); swd and
+consistency need none.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("eval", help="FID/KID (all views and per view group), SWD, multi-view "
+                       "consistency of a run's G_ema; writes RUN/metrics-<step>.json")  # fmt: skip
+    p.add_argument("--ckpt", required=True, help="run directory (train or convert-eg3d output)")
+    p.add_argument("--data", help="real images: EG3D folder/zip or tfds directory "
+                   "(default: the run config's data.path)")  # fmt: skip
+    p.add_argument("--metrics", default="fid50k", help="comma list of fid50k, fidNk, fid, kid50k, "
+                   "kidNk, kid, swd, swdNk, consistency (default fid50k)")  # fmt: skip
+    p.add_argument("--inception", help="pytorch-fid Inception weights (.pth) or convert-inception "
+                   ".npz; needed for fid/kid")  # fmt: skip
+    p.add_argument("--num", type=int, help="generated images for every metric (overrides the "
+                   "N in fidNk; consistency uses min(N, 64) avatars)")  # fmt: skip
+    p.add_argument("--batch", type=int, default=32, help="images per compiled call, a multiple "
+                   "of the devices (default 32)")  # fmt: skip
+    p.add_argument("--truncation", type=float, default=1.0, help="psi (default 1: none)")
+    p.add_argument(
+        "--cameras",
+        choices=("dataset", "random"),
+        default="dataset",
+        help="fake cameras: drawn from the dataset's labels (EG3D) or random 360°",
+    )
+    p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    p.add_argument("--devices", type=int, help="use the first N local devices (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="camera draws and subsets")
+    p.add_argument("--out", help="result JSON (default RUN/metrics-<step>.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("convert-inception", help="pytorch-fid Inception .pth -> .npz (no torch)")
+    p.add_argument("src", help="pt_inception-2015-12-05-6726825d.pth")
+    p.add_argument("out", help="output .npz")
+    p.set_defaults(fn=cmd_convert_inception)
+
+
+def cmd_eval(args, overrides) -> int:
+    from styleavatar_jax import checkpoint, sampling, typed_config
+    from styleavatar_jax.data.source import open_dataset
+    from styleavatar_jax.eval import evaluate as ev
+    from styleavatar_jax.eval.convert_inception import load_inception, weights_help
+    from styleavatar_jax.models.triplane import TriPlaneGenerator
+
+    specs = ev.parse_metrics(args.metrics)
+    settings = ev.EvalSettings(metrics=specs, num=args.num, batch=args.batch,
+                               truncation_psi=args.truncation, camera_source=args.cameras,
+                               seed=args.seed)  # fmt: skip
+    needs_inception = any(s.kind in ("fid", "kid") for s in specs)
+    if needs_inception and not args.inception:
+        raise ValueError(f"--metrics={args.metrics} needs --inception FILE. {weights_help()}")
+    inception = load_inception(args.inception) if needs_inception else None
+    run = Path(args.ckpt)
+    cfg = typed_config.apply_overrides(checkpoint.load_config(run), overrides)
+    data = args.data or (cfg.data.path if "data" in cfg else None)
+    if not data:
+        raise ValueError(f"--data: not given and {run}/config.json has no data.path")
+    step = args.step if args.step is not None else ev.latest_step(run)
+    G = TriPlaneGenerator(typed_config.generator_config(cfg.model.generator))
+    variables = checkpoint.load_networks(run, ["G_ema"], step=step)["G_ema"]
+    mesh = sampling.make_mesh(args.devices)
+    with open_dataset(data) as source:
+        result = ev.evaluate(
+            G, variables, cfg.camera.to_dict(), source, settings, mesh=mesh,
+            neural_res=int(cfg.model.neural_res), truncation_cutoff=cfg.sample.truncation_cutoff,
+            inception=inception, progress=not args.no_progress,
+        )  # fmt: skip
+    result = {"run": str(run.absolute()), "step": step} | result
+    if inception is not None:
+        result["protocol"]["inception"] = ev.inception_record(args.inception)
+    out = ev.write_result(Path(args.out) if args.out else ev.metrics_path(run, step), result)
+    print(json.dumps(result, indent=2, default=str))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_convert_inception(args, overrides) -> int:
+    from styleavatar_jax.eval.convert_inception import load_inception, save_npz
+
+    src = Path(args.src)
+    variables = load_inception(src, flag="convert-inception SRC")
+    out = save_npz(variables, args.out)
+    print(f"read {src}; wrote {out}")
+    return 0

@@ -1,0 +1,1 @@
+"""Metrics: FID/KID (Inception), SWD, multi-view consistency, the eval CLI."""

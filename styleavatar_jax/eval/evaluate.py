@@ -1,0 +1,277 @@
+"""Evaluate G_ema of a run directory: FID, KID, SWD and multi-view consistency.
+
+Metric names (EG3D/StyleGAN style):
+    fid50k, fid1k, fidNk   FID, N·1000 generated images vs every real image (EG3D's
+                           fid50k_full); plain `fid` takes --num images.
+    kid50k, kidNk, kid     KID (StyleGAN2-ADA: 100 subsets of ≤ 1000), same image sets.
+    swd, swdNk             PGGAN's SWD (eval/swd.py) on min(N·1000, #real) images of each
+                           set (default 4k; images kept in memory), at G's resolution.
+    consistency            depth reprojection error (eval/consistency.py) over
+                           min(#fake, 64) seeds × 8 yaws × (yaw, yaw + 20°).
+Generated images (`generate.py`): seeds 0..N−1, each at a camera drawn with replacement
+from the dataset's labels (`--cameras dataset`, EG3D's protocol) or uniformly over 360°
+yaw and ±30° pitch on the config's orbit (`random`), conditioned on that camera. FID and
+KID are also reported per view group of each image's camera (real images by their label,
+fakes by theirs): front, side (left ∪ right) and back, from `cameras.view_group`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from styleavatar_jax.eval import consistency, fid, generate, swd
+from styleavatar_jax.eval.convert_inception import file_sha256
+from styleavatar_jax.eval.groups import GROUPS, label_groups
+from styleavatar_jax.sampling import SampleSettings
+
+DEFAULT_NUM = {"fid": 50_000, "kid": 50_000, "swd": 4096, "consistency": 64}
+CONSISTENCY_YAWS = tuple(range(0, 360, 45))
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+    name: str  # as asked: 'fid50k', 'kid', 'swd', ...
+    kind: str  # fid | kid | swd | consistency
+    num: int | None  # images (fid/kid/swd) or seeds (consistency); None = --num or default
+
+
+def parse_metrics(spec: str | Iterable[str]) -> tuple[MetricSpec, ...]:
+    """'fid50k,kid50k,swd,consistency' -> MetricSpecs; ValueError naming a bad one."""
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
+    out = []
+    for name in names:
+        m = re.fullmatch(r"(fid|kid|swd)(?:(\d+)k)?(?:_full)?|(consistency)", name)
+        if not m:
+            raise ValueError(f"--metrics: unknown metric {name!r}; expected fid, fidNk "
+                             f"(e.g. fid50k), kid, kidNk, swd, swdNk or consistency")  # fmt: skip
+        kind = m[1] or m[3]
+        out.append(MetricSpec(name, kind, int(m[2]) * 1000 if m[2] else None))
+    if not out or len({s.name for s in out}) != len(out):
+        raise ValueError(f"--metrics={spec!r}: expected distinct metric names")
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    metrics: tuple[MetricSpec, ...]
+    num: int | None = None  # generated images for every metric (overrides the names' N)
+    batch: int = 32  # images per compiled call (G and Inception), a multiple of the devices
+    truncation_psi: float = 1.0
+    camera_source: str = "dataset"  # or "random"
+    seed: int = 0  # camera draws and real subsets; z comes from seeds 0..N−1
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+
+    def __post_init__(self):
+        if self.camera_source not in ("dataset", "random"):
+            raise ValueError(f"--cameras={self.camera_source!r}: expected dataset or random")
+        if self.num is not None and self.num < 2:
+            raise ValueError(f"--num={self.num}: need at least 2 images")
+
+    def count(self, spec: MetricSpec) -> int:
+        if self.num is not None:
+            return self.num
+        return spec.num if spec.num is not None else DEFAULT_NUM[spec.kind]
+
+
+# ------------------------------------------------------------------ real images
+def _read_images(source, indices: np.ndarray, workers: int = 8) -> np.ndarray:
+    """uint8 [len(indices), R, R, 3] decoded in a thread pool (PIL releases the GIL)."""
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return np.stack(list(pool.map(lambda i: source[int(i)]["image"], indices)))
+
+
+def real_features_of(source, extract: fid.FeatureExtractor, *, progress: bool = True):
+    """Inception features of every image of `source` -> float32 [N, 2048]."""
+    bar = _progress(len(source), "real", progress)
+    feats = []
+    for start in range(0, len(source), extract.batch):
+        images = _read_images(source, np.arange(start, min(start + extract.batch, len(source))))
+        feats.append(extract(images))
+        bar.update(len(images))
+    bar.close()
+    return np.concatenate(feats)
+
+
+# ------------------------------------------------------------------ metrics on features
+def distribution_metric(kind: str, real, fake, settings: EvalSettings) -> float:
+    if kind == "fid":
+        return fid.fid_from_features(real, fake)
+    return fid.kid_from_features(real, fake, num_subsets=settings.kid_subsets,
+                                 max_subset_size=settings.kid_subset_size,
+                                 seed=settings.seed)  # fmt: skip
+
+
+def grouped(kind: str, real, real_groups, fake, fake_groups, settings: EvalSettings) -> dict:
+    """FID/KID over all images and per view group -> {'value', 'num_real', 'num_fake',
+    'groups': {group: {...} or value None with a reason when a side has < 2 images}}."""
+    out = {"value": distribution_metric(kind, real, fake, settings),
+           "num_real": len(real), "num_fake": len(fake), "groups": {}}  # fmt: skip
+    for g in GROUPS:
+        r, f = real[real_groups == g], fake[fake_groups == g]
+        entry = {"num_real": len(r), "num_fake": len(f)}
+        if min(len(r), len(f)) >= 2:
+            entry["value"] = distribution_metric(kind, r, f, settings)
+        else:
+            entry["value"] = None
+            entry["reason"] = "fewer than 2 images in a set"
+        out["groups"][g] = entry
+    return out
+
+
+# ------------------------------------------------------------------ the run
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True)
+
+
+def evaluate(
+    G,
+    variables,
+    cfg_camera: dict,
+    source,
+    settings: EvalSettings,
+    *,
+    mesh,
+    neural_res: int,
+    truncation_cutoff: int | None = 14,
+    inception: dict | None = None,
+    real_features: np.ndarray | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Metrics of G (variables: G_ema) against the real images of `source` (an ImageSource)
+    -> {'metrics': {name: result}, 'protocol': {...}}. inception: Flax variables (FID/KID);
+    real_features [len(source), 2048]: `real_features_of(source, ...)` computed before
+    (training callbacks reuse them), else computed here."""
+    specs = settings.metrics
+    kinds = {s.kind for s in specs}
+    if kinds & {"fid", "kid"} and inception is None:
+        raise ValueError("fid/kid need Inception weights (--inception)")
+    sample = SampleSettings(neural_res=neural_res, truncation_psi=settings.truncation_psi,
+                            truncation_cutoff=truncation_cutoff, noise_mode="const")  # fmt: skip
+    n_real = len(source)
+    rng = np.random.default_rng(settings.seed)
+    n_swd = max((min(settings.count(s), n_real) for s in specs if s.kind == "swd"), default=0)
+    n_fid = max((settings.count(s) for s in specs if s.kind in ("fid", "kid")), default=0)
+    n_fake = max(n_fid, n_swd)
+    result: dict = {"metrics": {}}
+    protocol = {
+        "num_real": n_real, "num_fake": n_fake, "cameras": settings.camera_source,
+        "truncation_psi": settings.truncation_psi, "truncation_cutoff": truncation_cutoff,
+        "noise_mode": "const", "neural_res": neural_res, "seed": settings.seed,
+        "batch": settings.batch, "devices": mesh.size, "dataset": source.path,
+        "groups": "front |yaw| < 45°, side 45–135°, back > 135° (cameras.view_group)",
+    }  # fmt: skip
+
+    # fake cameras and images
+    if settings.camera_source == "dataset":
+        fake_labels = source.labels[rng.integers(0, n_real, n_fake)]
+    else:
+        fake_labels = generate.random_labels(jax.random.key(settings.seed), n_fake, cfg_camera)
+    fake_groups, real_groups = label_groups(fake_labels), label_groups(source.labels)
+    extract = fid.FeatureExtractor(inception, settings.batch, mesh) if inception else None
+    fake_feats, fake_keep = [], []
+    if n_fake:
+        bar = _progress(n_fake, "generated", progress)
+        for images, _ in generate.render_batches(
+            G, variables, np.arange(n_fake), fake_labels, fake_labels, sample,
+            batch=settings.batch, mesh=mesh,
+        ):  # fmt: skip
+            images = fid.to_uint8(images)
+            if extract is not None:
+                fake_feats.append(extract(images))
+            kept = sum(len(k) for k in fake_keep)
+            if kept < n_swd:
+                fake_keep.append(images[: n_swd - kept])
+            bar.update(len(images))
+        bar.close()
+
+    if kinds & {"fid", "kid"}:
+        real_feats = real_features if real_features is not None else \
+            real_features_of(source, extract, progress=progress)  # fmt: skip
+        if len(real_feats) != n_real:
+            raise ValueError(f"real_features: {len(real_feats)} rows for {n_real} images")
+        fake_feats = np.concatenate(fake_feats)
+        for s in specs:
+            if s.kind in ("fid", "kid"):
+                n = settings.count(s)
+                result["metrics"][s.name] = grouped(
+                    s.kind, real_feats, real_groups, fake_feats[:n], fake_groups[:n], settings
+                )
+
+    for s in specs:
+        if s.kind == "swd":
+            n = min(settings.count(s), n_real)
+            fakes = np.concatenate(fake_keep)[:n]
+            real_idx = np.sort(rng.choice(n_real, n, replace=False))
+            reals = _read_images(source, real_idx)
+            if reals.shape[1:] != fakes.shape[1:]:
+                raise ValueError(f"swd: real images {reals.shape[1:]} and generated images "
+                                 f"{fakes.shape[1:]} differ in resolution")  # fmt: skip
+            min_res = min(16, fakes.shape[1])
+            out = swd.swd(fakes, reals, seed=settings.seed, min_res=min_res)
+            result["metrics"][s.name] = {"value": out["mean"], "levels": out["levels"],
+                                         "num_real": n, "num_fake": n}  # fmt: skip
+        elif s.kind == "consistency":
+            n = min(settings.num or DEFAULT_NUM["consistency"], DEFAULT_NUM["consistency"])
+            bar = _progress(n * len(CONSISTENCY_YAWS), "consistency pairs", progress)
+            out = consistency.generator_consistency(
+                G, variables, list(range(n)), sample, cfg_camera, batch=settings.batch,
+                mesh=mesh, yaws_deg=CONSISTENCY_YAWS, progress=bar.update,
+            )  # fmt: skip
+            bar.close()
+            protocol["consistency"] = out.pop("protocol")
+            result["metrics"][s.name] = {"value": out.pop("error")} | out
+    result["protocol"] = protocol
+    for name, r in result["metrics"].items():
+        log(f"{name}: {_fmt(r.get('value'))}" + "".join(
+            f"  {g} {_fmt(v.get('value', v.get('error')))}" for g, v in r.get("groups", {}).items()
+        ))  # fmt: skip
+    return result
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+
+
+def latest_step(run_dir: Path) -> int:
+    ckpt = Path(run_dir) / "checkpoints"
+    steps = sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) \
+        if ckpt.is_dir() else []  # fmt: skip
+    if not steps:
+        raise FileNotFoundError(f"{ckpt}: holds no checkpoint step; expected a run directory")
+    return steps[-1]
+
+
+def metrics_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / f"metrics-{step}.json"
+
+
+def write_result(path: Path, result: dict) -> Path:
+    from styleavatar_jax.export.files import write_atomic
+
+    text = json.dumps(result, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def _json_default(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def inception_record(path: str | Path) -> dict:
+    return {"path": str(Path(path).absolute()), "sha256": file_sha256(path)}

@@ -1,1 +1,0 @@
-"""Distribution metrics of generated images."""
