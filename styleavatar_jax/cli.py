@@ -12,6 +12,7 @@
     styleavatar-jax video --ckpt DIR --seeds 0-3 --frames 120 --yaw=-180:180 --pitch 10 --out a.mp4
     styleavatar-jax mesh --ckpt DIR --seed 0 --res 256 --out head.ply [--preview head.png]
     styleavatar-jax walk --ckpt DIR --seeds 0,1,2 --space z|w --frames-per-seed 30 --out walk.mp4
+    styleavatar-jax invert PORTRAIT.png --ckpt DIR [--camera yaw=30,pitch=5|estimate] --out DIR
     styleavatar-jax eval --ckpt RUN --metrics fid50k,kid50k,swd,consistency --inception FILE
     styleavatar-jax convert-inception pt_inception-2015-12-05-6726825d.pth inception.npz
     styleavatar-jax wdiff-data --gan RUN --clip PATH_OR_ID --num N --out pairs.npz
@@ -33,7 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from styleavatar_jax import cli_dataset, cli_eval, cli_outputs, cli_train, cli_wdiff
+from styleavatar_jax import (
+    cli_dataset,
+    cli_eval,
+    cli_invert,
+    cli_outputs,
+    cli_train,
+    cli_wdiff,
+)
 
 
 def load_config_file(spec: str, overrides: list[str] | None = None):
@@ -223,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_train.add_parsers(sub)
     cli_outputs.add_parsers(sub)
     cli_eval.add_parsers(sub)
+    cli_invert.add_parsers(sub)
     cli_wdiff.add_parsers(sub)
     return parser
 
