@@ -1,9 +1,9 @@
 """W-space diffusion (StyleAvatar3D): prior transformer over w, cosine schedule with 1000
-steps, ε prediction, condition dropout 0.1, DDIM 50 steps with guidance λ = 3 (DESIGN §5).
+steps, x₀ prediction (DESIGN §11), condition dropout 0.1, DDIM 50 steps with guidance λ = 3.
 
     styleavatar-jax wdiff-train --config configs/wdiff.py --data PAIRS.npz --workdir runs/wd
 
-arg 'demo': sized for the CPU demo GAN (w 64-d, a few minutes on 2 cores);
+arg 'demo': sized for the CPU demo GAN (512-d w from 2.9k pairs; ~8 min on 2 cores);
 arg 'tiny': for tests.
 """
 

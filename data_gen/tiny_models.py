@@ -17,7 +17,7 @@ CROSS_DIM = 32  # text hidden size = UNet/ControlNet cross-attention width
 MAX_TOKENS = 77  # SD's CLIP context length
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable character table."""
     bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
           *range(ord("®"), ord("ÿ") + 1)]  # fmt: skip
@@ -34,7 +34,7 @@ def write_tokenizer_files(folder: Path) -> tuple[Path, Path]:
     """vocab.json (256 byte symbols, their </w> forms, <|startoftext|>, <|endoftext|>) and a
     merges.txt with no merges -> their paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     vocab = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
     (folder / "vocab.json").write_text(json.dumps({s: i for i, s in enumerate(vocab)}))
     (folder / "merges.txt").write_text("#version: 0.2\n")

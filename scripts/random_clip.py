@@ -12,42 +12,17 @@ tower is meaningless. Real runs use a trained one, e.g. openai/clip-vit-base-pat
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
+
+from data_gen.tiny_models import write_tokenizer_files
 
 SIZES = {
     # hidden, mlp, layers, heads, image, patch, projection
     "tiny": (32, 48, 2, 4, 32, 8, 16),
     "small": (128, 256, 4, 4, 64, 8, 64),
 }
-
-
-def bytes_to_unicode() -> list[str]:
-    """GPT-2 / CLIP's reversible byte -> printable character map (256 symbols)."""
-    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
-def write_tokenizer(d: Path):
-    """A byte-level CLIP tokenizer with no merges: every character is a token."""
-    import transformers
-
-    symbols = bytes_to_unicode()
-    tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {t: i for i, t in enumerate(tokens)}
-    (d / "vocab.json").write_text(json.dumps(vocab))
-    (d / "merges.txt").write_text("#version: 0.2\n")
-    tok = transformers.CLIPTokenizer.from_pretrained(d)
-    tok.save_pretrained(d)
-    return vocab
 
 
 def write_random_clip(out: str | Path, size: str = "tiny", seed: int = 0) -> Path:
@@ -64,7 +39,10 @@ def write_random_clip(out: str | Path, size: str = "tiny", seed: int = 0) -> Pat
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        vocab = write_tokenizer(tmp)
+        write_tokenizer_files(tmp)  # byte-level: every character a token, no merges
+        tok = transformers.CLIPTokenizer.from_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        vocab = tok.get_vocab()
         common = dict(
             hidden_size=hidden,
             intermediate_size=mlp,

@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from data_gen.tiny_models import bytes_to_unicode  # noqa: E402
 from styleavatar_jax.convert import clip as clip_convert  # noqa: E402
 from styleavatar_jax.convert.clip import load_clip, load_tokenizer  # noqa: E402
 
@@ -40,20 +41,8 @@ TEXTS = [
 ]
 
 
-def _bytes_to_unicode():
-    """GPT-2 / CLIP's reversible byte -> printable character map."""
-    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
 def _write_tokenizer(d):
-    symbols = _bytes_to_unicode()
+    symbols = list(bytes_to_unicode().values())
     merged = ["".join(m) for m in MERGES]
     # Specials before the last merge ('cat</w>'): pooling at the first EOS (new configs) and
     # at the argmax of the ids (eos_token_id = 2) then differ for 'a photo of a cat'.

@@ -28,7 +28,7 @@ class DenoiserConfig:
     depth: int = 6  # transformer blocks
     heads: int = 8
     mlp_ratio: int = 4
-    prediction: str = "eps"  # 'eps' | 'x0' | 'v'
+    prediction: str = "x0"  # 'x0' | 'eps' | 'v' (DESIGN §11: x0 learns the w manifold)
     num_train_steps: int = 1000  # timestep embedding frequencies are scaled to this range
 
     def __post_init__(self):
