@@ -23,7 +23,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--data", help="real images: EG3D folder/zip or tfds directory "
                    "(default: the run config's data.path)")  # fmt: skip
     p.add_argument("--metrics", default="fid50k", help="comma list of fid50k, fidNk, fid, kid50k, "
-                   "kidNk, kid, swd, swdNk, consistency (default fid50k)")  # fmt: skip
+                   "kidNk, kid, swd, swdNk, consistency, clip_view, clip_score "
+                   "(default fid50k)")  # fmt: skip
     p.add_argument("--inception", help="pytorch-fid Inception weights (.pth) or convert-inception "
                    ".npz; needed for fid/kid")  # fmt: skip
     p.add_argument("--num", type=int, help="generated images for every metric (overrides the "
@@ -37,6 +38,8 @@ def add_parsers(sub) -> None:
         default="dataset",
         help="fake cameras: drawn from the dataset's labels (EG3D) or random 360°",
     )
+    p.add_argument("--clip", help="CLIP folder or hub id: clip_view (pose accuracy), clip_score")
+    p.add_argument("--clip-prompt", help="text for clip_score, e.g. 'a 3D cartoon avatar'")
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     p.add_argument("--devices", type=int, help="use the first N local devices (default: all)")
     p.add_argument("--seed", type=int, default=0, help="camera draws and subsets")
@@ -65,6 +68,17 @@ def cmd_eval(args, overrides) -> int:
     if needs_inception and not args.inception:
         raise ValueError(f"--metrics={args.metrics} needs --inception FILE. {weights_help()}")
     inception = load_inception(args.inception) if needs_inception else None
+    needs_clip = any(s.kind in ev.CLIP_KINDS for s in specs)
+    if needs_clip and not args.clip:
+        raise ValueError(f"--metrics={args.metrics} needs --clip PATH_OR_HUB_ID (a transformers "
+                         "CLIP folder, e.g. openai/clip-vit-base-patch32)")  # fmt: skip
+    if any(s.kind == "clip_score" for s in specs) and not (args.clip_prompt or "").strip():
+        raise ValueError("--metrics clip_score needs --clip-prompt TEXT")
+    clip = None
+    if needs_clip:
+        from styleavatar_jax.convert.clip import load_clip
+
+        clip = load_clip(args.clip)
     run = Path(args.ckpt)
     cfg = typed_config.apply_overrides(checkpoint.load_config(run), overrides)
     data = args.data or (cfg.data.path if "data" in cfg else None)
@@ -78,11 +92,14 @@ def cmd_eval(args, overrides) -> int:
         result = ev.evaluate(
             G, variables, cfg.camera.to_dict(), source, settings, mesh=mesh,
             neural_res=int(cfg.model.neural_res), truncation_cutoff=cfg.sample.truncation_cutoff,
-            inception=inception, progress=not args.no_progress,
+            inception=inception, clip=clip, clip_prompt=args.clip_prompt,
+            progress=not args.no_progress,
         )  # fmt: skip
     result = {"run": str(run.absolute()), "step": step} | result
     if inception is not None:
         result["protocol"]["inception"] = ev.inception_record(args.inception)
+    if clip is not None:
+        result["protocol"]["clip"] = args.clip
     out = ev.write_result(Path(args.out) if args.out else ev.metrics_path(run, step), result)
     print(json.dumps(result, indent=2, default=str))
     print(f"wrote {out}")

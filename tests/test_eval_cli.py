@@ -177,3 +177,43 @@ def test_train_config_switches_metrics_on(run, tmp_path):
     cfg.eval.update(metrics="fid", inception=str(tmp_path / "missing.pth"))
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         metric_callbacks(cfg, tmp_path)
+
+
+def test_clip_view_accuracy_and_score_formulas():
+    from styleavatar_jax.eval import clip_metrics
+
+    views = np.eye(3, 4)  # front, side, back along the first three axes
+    emb = np.array([[1, 0.1, 0, 0], [0, 1, 0, 0], [0.2, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0.5, 0]])
+    groups = np.array(["front", "side", "back", "back", "back"])
+    r = clip_metrics.view_accuracy(emb, views, groups)
+    assert r["value"] == pytest.approx(4 / 5) and r["num"] == 5
+    assert r["groups"]["back"] == {"value": pytest.approx(2 / 3), "num": 3}
+    assert r["confusion"]["back"] == {"front": 1, "side": 0, "back": 2}
+    text = np.array([1.0, 0, 0, 0])
+    # cosines 1/√1.01, 0, 0.2/√1.04, 1, 0 -> 100 · mean of their positive parts
+    want = 100 * (1 / np.sqrt(1.01) + 0.2 / np.sqrt(1.04) + 1) / 5
+    assert clip_metrics.clip_score(emb, text) == pytest.approx(want)
+
+
+def test_eval_clip_metrics_with_a_local_clip(run, tmp_path):
+    """clip_view and clip_score through the CLI with a tiny random CLIP saved locally."""
+    pytest.importorskip("transformers")
+    from scripts.random_clip import write_random_clip
+
+    root, _ = run
+    clip = write_random_clip(tmp_path / "clip", "tiny")
+    out = tmp_path / "m.json"
+    rc = _main(["eval", "--ckpt", str(root / "run"), "--metrics", "clip_view,clip_score",
+                "--clip", str(clip), "--clip-prompt", "a 3D avatar", "--num", "8", "--batch", "2",
+                "--devices", "2", "--out", str(out), "--no-progress"])  # fmt: skip
+    assert rc == 0
+    r = json.loads(out.read_text())
+    view = r["metrics"]["clip_view"]
+    assert view["num"] == 8 and 0 <= view["value"] <= 1
+    assert sum(n for row in view["confusion"].values() for n in row.values()) == 8
+    assert 0 <= r["metrics"]["clip_score"]["value"] <= 100
+    assert r["protocol"]["clip"] == str(clip)
+    with pytest.raises(ValueError, match="--clip-prompt"):
+        _main(["eval", "--ckpt", str(root / "run"), "--metrics", "clip_score", "--clip", str(clip)])
+    with pytest.raises(ValueError, match="needs --clip"):
+        _main(["eval", "--ckpt", str(root / "run"), "--metrics", "clip_view"])

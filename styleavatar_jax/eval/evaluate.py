@@ -8,6 +8,10 @@ Metric names (EG3D/StyleGAN style):
                            set (default 4k; images kept in memory), at G's resolution.
     consistency            depth reprojection error (eval/consistency.py) over
                            min(#fake, 64) seeds × 8 yaws × (yaw, yaw + 20°).
+    clip_view, clip_viewNk CLIP as a zero-shot view estimator: pose accuracy of generated
+                           images against their cameras' view groups (eval/clip_metrics.py;
+                           needs --clip); default 1000 images.
+    clip_score, clip_scoreNk  CLIPScore of generated images against --clip-prompt.
 Generated images (`generate.py`): seeds 0..N−1, each at a camera drawn with replacement
 from the dataset's labels (`--cameras dataset`, EG3D's protocol) or uniformly over 360°
 yaw and ±30° pitch on the config's orbit (`random`), conditioned on that camera. FID and
@@ -33,14 +37,16 @@ from styleavatar_jax.eval.convert_inception import file_sha256
 from styleavatar_jax.eval.groups import GROUPS, label_groups
 from styleavatar_jax.sampling import SampleSettings
 
-DEFAULT_NUM = {"fid": 50_000, "kid": 50_000, "swd": 4096, "consistency": 64}
+DEFAULT_NUM = {"fid": 50_000, "kid": 50_000, "swd": 4096, "consistency": 64,
+               "clip_view": 1000, "clip_score": 1000}  # fmt: skip
+CLIP_KINDS = ("clip_view", "clip_score")
 CONSISTENCY_YAWS = tuple(range(0, 360, 45))
 
 
 @dataclasses.dataclass(frozen=True)
 class MetricSpec:
     name: str  # as asked: 'fid50k', 'kid', 'swd', ...
-    kind: str  # fid | kid | swd | consistency
+    kind: str  # fid | kid | swd | consistency | clip_view | clip_score
     num: int | None  # images (fid/kid/swd) or seeds (consistency); None = --num or default
 
 
@@ -49,10 +55,12 @@ def parse_metrics(spec: str | Iterable[str]) -> tuple[MetricSpec, ...]:
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
     out = []
     for name in names:
-        m = re.fullmatch(r"(fid|kid|swd)(?:(\d+)k)?(?:_full)?|(consistency)", name)
+        m = re.fullmatch(r"(fid|kid|swd|clip_view|clip_score)(?:(\d+)k)?(?:_full)?|"
+                         r"(consistency)", name)  # fmt: skip
         if not m:
             raise ValueError(f"--metrics: unknown metric {name!r}; expected fid, fidNk "
-                             f"(e.g. fid50k), kid, kidNk, swd, swdNk or consistency")  # fmt: skip
+                             f"(e.g. fid50k), kid, kidNk, swd, swdNk, consistency, clip_view "
+                             f"or clip_score")  # fmt: skip
         kind = m[1] or m[3]
         out.append(MetricSpec(name, kind, int(m[2]) * 1000 if m[2] else None))
     if not out or len({s.name for s in out}) != len(out):
@@ -147,24 +155,32 @@ def evaluate(
     truncation_cutoff: int | None = 14,
     inception: dict | None = None,
     real_features: np.ndarray | None = None,
+    clip=None,
+    clip_prompt: str | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Metrics of G (variables: G_ema) against the real images of `source` (an ImageSource)
     -> {'metrics': {name: result}, 'protocol': {...}}. inception: Flax variables (FID/KID);
     real_features [len(source), 2048]: `real_features_of(source, ...)` computed before
-    (training callbacks reuse them), else computed here."""
+    (training callbacks reuse them), else computed here. clip: a `convert.clip.Clip` for
+    clip_view / clip_score (with clip_prompt)."""
     specs = settings.metrics
     kinds = {s.kind for s in specs}
     if kinds & {"fid", "kid"} and inception is None:
         raise ValueError("fid/kid need Inception weights (--inception)")
+    if kinds & set(CLIP_KINDS) and clip is None:
+        raise ValueError("clip_view/clip_score need a CLIP model (--clip PATH_OR_HUB_ID)")
+    if "clip_score" in kinds and not (clip_prompt or "").strip():
+        raise ValueError("clip_score needs a text prompt (--clip-prompt 'a 3D avatar ...')")
     sample = SampleSettings(neural_res=neural_res, truncation_psi=settings.truncation_psi,
                             truncation_cutoff=truncation_cutoff, noise_mode="const")  # fmt: skip
     n_real = len(source)
     rng = np.random.default_rng(settings.seed)
     n_swd = max((min(settings.count(s), n_real) for s in specs if s.kind == "swd"), default=0)
     n_fid = max((settings.count(s) for s in specs if s.kind in ("fid", "kid")), default=0)
-    n_fake = max(n_fid, n_swd)
+    n_clip = max((settings.count(s) for s in specs if s.kind in CLIP_KINDS), default=0)
+    n_fake = max(n_fid, n_swd, n_clip)
     result: dict = {"metrics": {}}
     protocol = {
         "num_real": n_real, "num_fake": n_fake, "cameras": settings.camera_source,
@@ -181,7 +197,7 @@ def evaluate(
         fake_labels = generate.random_labels(jax.random.key(settings.seed), n_fake, cfg_camera)
     fake_groups, real_groups = label_groups(fake_labels), label_groups(source.labels)
     extract = fid.FeatureExtractor(inception, settings.batch, mesh) if inception else None
-    fake_feats, fake_keep = [], []
+    fake_feats, fake_keep, fake_clip = [], [], []
     if n_fake:
         bar = _progress(n_fake, "generated", progress)
         for images, _ in generate.render_batches(
@@ -191,6 +207,8 @@ def evaluate(
             images = fid.to_uint8(images)
             if extract is not None:
                 fake_feats.append(extract(images))
+            if n_clip and sum(len(e) for e in fake_clip) < n_clip:
+                fake_clip.append(np.asarray(clip.embed_images(images)))
             kept = sum(len(k) for k in fake_keep)
             if kept < n_swd:
                 fake_keep.append(images[: n_swd - kept])
@@ -233,6 +251,19 @@ def evaluate(
             bar.close()
             protocol["consistency"] = out.pop("protocol")
             result["metrics"][s.name] = {"value": out.pop("error")} | out
+        elif s.kind in CLIP_KINDS:
+            from styleavatar_jax.eval import clip_metrics
+
+            n = settings.count(s)
+            emb = np.concatenate(fake_clip)[:n]
+            if s.kind == "clip_view":
+                views = np.asarray(clip.embed_texts([clip_metrics.VIEW_PROMPTS[g] for g in GROUPS]))
+                result["metrics"][s.name] = clip_metrics.view_accuracy(emb, views, fake_groups[:n])
+                protocol["clip_view_prompts"] = clip_metrics.VIEW_PROMPTS
+            else:
+                text = np.asarray(clip.embed_texts([clip_prompt]))[0]
+                result["metrics"][s.name] = {"value": clip_metrics.clip_score(emb, text),
+                                             "num_fake": n, "prompt": clip_prompt}  # fmt: skip
     result["protocol"] = protocol
     for name, r in result["metrics"].items():
         log(f"{name}: {_fmt(r.get('value'))}" + "".join(
