@@ -7,13 +7,12 @@ the path ends in .gif, frames go to a GIF. `resolve_video_path` says which, befo
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from styleavatar_jax.export.files import write_atomic
+from styleavatar_jax.export.files import atomic_path, write_atomic
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
@@ -71,23 +70,15 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float = 24.0,
     t, h, w, _ = frames.shape
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.mp4", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp.mp4") as tmp:  # ffmpeg picks the format by suffix
         writer = imageio_ffmpeg.write_frames(
-            tmp, (frames.shape[2], frames.shape[1]), fps=fps, codec="libx264", quality=quality,
-            pix_fmt_out="yuv420p", macro_block_size=2, ffmpeg_log_level="error",
+            str(tmp), (frames.shape[2], frames.shape[1]), fps=fps, codec="libx264",
+            quality=quality, pix_fmt_out="yuv420p", macro_block_size=2, ffmpeg_log_level="error",
         )  # fmt: skip
         writer.send(None)  # start ffmpeg
         for frame in frames:
             writer.send(np.ascontiguousarray(frame))
         writer.close()
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
