@@ -108,7 +108,11 @@ def cmd_data(args, overrides) -> int:
         batch=args.batch,
         seed=args.seed,
         mesh=mesh,
-        meta={"gan": str(Path(args.gan).absolute()), "clip": args.clip, "first_seed": args.seed},
+        meta={
+            "gan": str(Path(args.gan).absolute()),
+            "clip": _clip_ref(args.clip),
+            "first_seed": args.seed,
+        },
     )
     pairs.save_pairs(out, p)
     dt = time.perf_counter() - t0
@@ -117,6 +121,13 @@ def cmd_data(args, overrides) -> int:
         f"({len(p) / dt:.1f} pairs/s on {mesh.size} device(s))"
     )
     return 0
+
+
+def _clip_ref(path_or_id: str) -> str:
+    """A local CLIP folder as an absolute path (the pairs file is read from anywhere), a hub
+    id as given."""
+    p = Path(path_or_id)
+    return str(p.absolute()) if p.exists() else path_or_id
 
 
 def cmd_train(args, overrides) -> int:
