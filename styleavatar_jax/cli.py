@@ -27,6 +27,7 @@ ConfigDicts stop here: commands turn them into the typed dataclasses the library
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import sys
@@ -59,6 +60,37 @@ def load_config_file(spec: str, overrides: list[str] | None = None):
         raise ValueError(f"--config={spec}: {file} defines no get_config()")
     cfg = module.get_config(arg) if arg else module.get_config()
     return typed_config.apply_overrides(cfg, overrides or [])
+
+
+def load_generator(ckpt: str | None, config: str | None, overrides, command: str):
+    """--ckpt RUN_DIR (its G_ema) or --config FILE (random init) -> (cfg, G, variables)."""
+    from styleavatar_jax import checkpoint, typed_config
+    from styleavatar_jax.models.triplane import TriPlaneGenerator
+
+    if bool(ckpt) == bool(config):
+        raise ValueError(f"{command}: give exactly one of --ckpt DIR or --config FILE "
+                         "(random init)")  # fmt: skip
+    if ckpt:
+        cfg = typed_config.apply_overrides(checkpoint.load_config(ckpt), overrides or [])
+    else:
+        cfg = load_config_file(config, overrides)
+    G = TriPlaneGenerator(typed_config.generator_config(cfg.model.generator))
+    if ckpt:
+        variables = checkpoint.load_networks(ckpt, ["G_ema"])["G_ema"]
+    else:
+        variables = _random_init(G, int(cfg.seed))
+    return cfg, G, variables
+
+
+@functools.lru_cache(maxsize=2)
+def _random_init(G, seed: int):
+    """init_variables, once per (G, seed) in a process: tracing a G's init costs more than a
+    smoke-test render (~20 s for configs/tiny.py on 2 cores)."""
+    import jax
+
+    from styleavatar_jax.models.triplane import init_variables
+
+    return init_variables(G, jax.random.key(seed))
 
 
 def cmd_convert(args, overrides) -> int:
@@ -116,24 +148,10 @@ def cmd_convert(args, overrides) -> int:
 
 
 def cmd_sample(args, overrides) -> int:
-    import jax
-
-    from styleavatar_jax import cameras, checkpoint, sampling, typed_config
+    from styleavatar_jax import cameras, sampling
     from styleavatar_jax.export import files, grid
-    from styleavatar_jax.models.triplane import TriPlaneGenerator, init_variables
 
-    if bool(args.ckpt) == bool(args.config):
-        raise ValueError("sample: give exactly one of --ckpt DIR or --config FILE (random init)")
-    if args.ckpt:
-        cfg = typed_config.apply_overrides(checkpoint.load_config(args.ckpt), overrides)
-    else:
-        cfg = load_config_file(args.config, overrides)
-    g_cfg = typed_config.generator_config(cfg.model.generator)
-    G = TriPlaneGenerator(g_cfg)
-    if args.ckpt:
-        variables = checkpoint.load_networks(args.ckpt, ["G_ema"])["G_ema"]
-    else:
-        variables = init_variables(G, jax.random.key(cfg.seed))
+    cfg, G, variables = load_generator(args.ckpt, args.config, overrides, "sample")
     seeds = sampling.parse_seeds(args.seeds)
     yaw, pitch = cameras.parse_views(args.views)
     camera = cfg.camera.to_dict()

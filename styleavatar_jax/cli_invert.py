@@ -53,27 +53,14 @@ def add_parsers(sub) -> None:
 
 
 def cmd_invert(args, overrides) -> int:
-    import jax
-
-    from styleavatar_jax import checkpoint, invert, typed_config
-    from styleavatar_jax.cli import load_config_file
+    from styleavatar_jax import checkpoint, invert
+    from styleavatar_jax.cli import load_generator
     from styleavatar_jax.export import files, grid, images, video
-    from styleavatar_jax.models.triplane import TriPlaneGenerator, init_variables
 
-    if bool(args.ckpt) == bool(args.config):
-        raise ValueError("invert: give exactly one of --ckpt DIR or --config FILE (random init)")
     camera_angles = invert.parse_camera(args.camera)
-    if args.ckpt:
-        cfg = typed_config.apply_overrides(checkpoint.load_config(args.ckpt), overrides)
-    else:
-        cfg = load_config_file(args.config, overrides)
-    G = TriPlaneGenerator(typed_config.generator_config(cfg.model.generator))
+    cfg, G, variables = load_generator(args.ckpt, args.config, overrides, "invert")
     target = images.load_image(args.portrait, G.cfg.img_resolution)
     perceptual = invert.lpips_perceptual() if args.lpips else invert.msssim_perceptual()
-    if args.ckpt:
-        variables = checkpoint.load_networks(args.ckpt, ["G_ema"])["G_ema"]
-    else:
-        variables = init_variables(G, jax.random.key(cfg.seed))
     settings = invert.InvertSettings(
         neural_res=args.neural_res or int(cfg.model.neural_res),
         steps_w=args.steps_w,

@@ -16,7 +16,6 @@ said so.
 from __future__ import annotations
 
 import argparse
-import functools
 import re
 from pathlib import Path
 
@@ -80,34 +79,9 @@ def _common(p: argparse.ArgumentParser, *, batch: bool = True, fps: bool = True)
 
 def load_generator(args, overrides, command: str):
     """--ckpt DIR or --config FILE -> (cfg, G, variables), as `sample` does."""
-    from styleavatar_jax import checkpoint, typed_config
-    from styleavatar_jax.cli import load_config_file
-    from styleavatar_jax.models.triplane import TriPlaneGenerator
+    from styleavatar_jax.cli import load_generator as load
 
-    if bool(args.ckpt) == bool(args.config):
-        raise ValueError(f"{command}: give exactly one of --ckpt DIR or --config FILE "
-                         "(random init)")  # fmt: skip
-    if args.ckpt:
-        cfg = typed_config.apply_overrides(checkpoint.load_config(args.ckpt), overrides)
-    else:
-        cfg = load_config_file(args.config, overrides)
-    G = TriPlaneGenerator(typed_config.generator_config(cfg.model.generator))
-    if args.ckpt:
-        variables = checkpoint.load_networks(args.ckpt, ["G_ema"])["G_ema"]
-    else:
-        variables = _random_init(G, int(cfg.seed))
-    return cfg, G, variables
-
-
-@functools.lru_cache(maxsize=2)
-def _random_init(G, seed: int):
-    """init_variables, once per (G, seed) in a process: tracing a G's init costs more than a
-    smoke-test render (~20 s for configs/tiny.py on 2 cores)."""
-    import jax
-
-    from styleavatar_jax.models.triplane import init_variables
-
-    return init_variables(G, jax.random.key(seed))
+    return load(args.ckpt, args.config, overrides, command)
 
 
 def parse_yaw_range(spec: str, frames: int, flag: str = "--yaw") -> np.ndarray:

@@ -75,12 +75,9 @@ def _common(p) -> None:
 
 def load_gan(run_dir: str):
     """-> (config, G, G_ema variables) of a GAN run directory."""
-    from styleavatar_jax import checkpoint, typed_config
-    from styleavatar_jax.models.triplane import TriPlaneGenerator
+    from styleavatar_jax.cli import load_generator
 
-    cfg = checkpoint.load_config(run_dir)
-    G = TriPlaneGenerator(typed_config.generator_config(cfg.model.generator))
-    return cfg, G, checkpoint.load_networks(run_dir, ["G_ema"])["G_ema"]
+    return load_generator(run_dir, None, [], "--gan")
 
 
 def cmd_data(args, overrides) -> int:
