@@ -21,7 +21,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from styleavatar_jax import cameras  # noqa: E402
-from styleavatar_jax.data import head_render, keypoints, mannequin, openpose  # noqa: E402
+from styleavatar_jax.heads import head_render, keypoints, mannequin, openpose  # noqa: E402
 
 
 def timed(fn, repeats):

@@ -4,7 +4,7 @@ Image i's camera is make_mannequin's (`view_angles`: yaw and pitch uniform in th
 from `np.random.default_rng([seed, i])`, orbiting the head centre at `radius` with `fov`),
 so a data_gen set and a mannequin set with the same seed share cameras. The head is the
 procedural mannequin (identity i // views_per_id, `make_mannequin.render_views`) or a
-user's mesh with OpenPose keypoints (`styleavatar_jax.data.mesh`).
+user's mesh with OpenPose keypoints (`styleavatar_jax.heads.mesh`).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-
-from styleavatar_jax.data import guidance, mesh, openpose
-from styleavatar_jax.data.make_mannequin import (
+from styleavatar_jax.heads.make_mannequin import (
     MannequinDatasetConfig,
     render_views,
     view_angles,
     view_labels,
 )
+
+from styleavatar_jax.heads import guidance, mesh, openpose
 
 
 @dataclasses.dataclass(frozen=True)

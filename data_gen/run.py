@@ -51,7 +51,7 @@ from data_gen.view_filter import ClipViewScorer, Scorer, judge
 from styleavatar_jax import cameras
 from styleavatar_jax.data.eg3d_format import EG3DWriter
 from styleavatar_jax.data.source import encode_rgb
-from styleavatar_jax.export.files import write_atomic
+from styleavatar_jax.files import write_atomic
 
 SETTINGS = "datagen.json"
 REJECTED = "rejected.jsonl"

@@ -148,8 +148,8 @@ def cmd_convert(args, overrides) -> int:
 
 
 def cmd_sample(args, overrides) -> int:
-    from styleavatar_jax import cameras, sampling
-    from styleavatar_jax.export import files, grid
+    from styleavatar_jax import cameras, files, sampling
+    from styleavatar_jax.export import grid
 
     cfg, G, variables = load_generator(args.ckpt, args.config, overrides, "sample")
     seeds = sampling.parse_seeds(args.seeds)

@@ -28,7 +28,7 @@ def parse_range(text: str, flag: str) -> tuple[float, float]:
 
 
 def cmd_make_dataset(args, overrides) -> int:
-    from styleavatar_jax.data.make_mannequin import MannequinDatasetConfig, make_mannequin_dataset
+    from styleavatar_jax.heads.make_mannequin import MannequinDatasetConfig, make_mannequin_dataset
 
     guidance = () if args.guidance == "none" else tuple(
         g.strip() for g in args.guidance.split(",") if g.strip())  # fmt: skip
@@ -46,7 +46,7 @@ def cmd_make_dataset(args, overrides) -> int:
 
 def cmd_dataset_info(args, overrides) -> int:
     from styleavatar_jax.data import camera_check
-    from styleavatar_jax.data.source import open_dataset
+    from styleavatar_jax.data.formats import open_dataset
 
     with open_dataset(args.dir) as ds:
         ids = Counter(m["identity"] for m in ds.meta)
@@ -73,7 +73,7 @@ def cmd_dataset_info(args, overrides) -> int:
         if args.plot:
             from styleavatar_jax.data.source import encode_rgb
             from styleavatar_jax.export.camera_plot import camera_plot
-            from styleavatar_jax.export.files import write_atomic
+            from styleavatar_jax.files import write_atomic
 
             data = encode_rgb(camera_plot(ds.labels), "PNG")
             write_atomic(args.plot, lambda f: f.write(data))
@@ -84,7 +84,7 @@ def cmd_dataset_info(args, overrides) -> int:
 def cmd_preview(args, overrides) -> int:
     from PIL import Image, ImageDraw
 
-    from styleavatar_jax.data.source import open_dataset
+    from styleavatar_jax.data.formats import open_dataset
     from styleavatar_jax.export.grid import write_png
 
     if args.num < 1 or args.cols < 1 or args.size < 16:

@@ -55,9 +55,9 @@ def add_parsers(sub) -> None:
 
 def cmd_eval(args, overrides) -> int:
     from styleavatar_jax import checkpoint, sampling, typed_config
-    from styleavatar_jax.data.source import open_dataset
+    from styleavatar_jax.convert.inception import load_inception, weights_help
+    from styleavatar_jax.data.formats import open_dataset
     from styleavatar_jax.eval import evaluate as ev
-    from styleavatar_jax.eval.convert_inception import load_inception, weights_help
     from styleavatar_jax.models.triplane import TriPlaneGenerator
 
     specs = ev.parse_metrics(args.metrics)
@@ -107,7 +107,7 @@ def cmd_eval(args, overrides) -> int:
 
 
 def cmd_convert_inception(args, overrides) -> int:
-    from styleavatar_jax.eval.convert_inception import load_inception, save_npz
+    from styleavatar_jax.convert.inception import load_inception, save_npz
 
     src = Path(args.src)
     variables = load_inception(src, flag="convert-inception SRC")

@@ -53,9 +53,11 @@ def add_parsers(sub) -> None:
 
 
 def cmd_invert(args, overrides) -> int:
-    from styleavatar_jax import checkpoint, invert
+    from styleavatar_jax import checkpoint, files
     from styleavatar_jax.cli import load_generator
-    from styleavatar_jax.export import files, grid, images, video
+    from styleavatar_jax.export import grid, video
+    from styleavatar_jax.invert import images
+    from styleavatar_jax.invert import inversion as invert
 
     camera_angles = invert.parse_camera(args.camera)
     cfg, G, variables = load_generator(args.ckpt, args.config, overrides, "invert")

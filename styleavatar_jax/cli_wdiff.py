@@ -180,7 +180,7 @@ def _clip(args, wd, required: bool):
 
 def conditions(kind: str, items: list[str], clip) -> np.ndarray:
     """Image paths or sentences -> CLIP embeddings [N, D]."""
-    from styleavatar_jax.export.images import load_image
+    from styleavatar_jax.invert.images import load_image
 
     if kind == "text":
         empty = [i for i, s in enumerate(items) if not s.strip()]
@@ -193,8 +193,8 @@ def conditions(kind: str, items: list[str], clip) -> np.ndarray:
 
 
 def cmd_generate(args, overrides) -> int:
-    from styleavatar_jax import cameras, sampling
-    from styleavatar_jax.export import files, frames, grid, video
+    from styleavatar_jax import cameras, files, sampling
+    from styleavatar_jax.export import frames, grid, video
     from styleavatar_jax.wdiff.evaluate import num_ws
     from styleavatar_jax.wdiff.sample import sample_w, ws_from_w
 
@@ -266,7 +266,7 @@ def cmd_generate(args, overrides) -> int:
 
 
 def cmd_eval(args, overrides) -> int:
-    from styleavatar_jax.export.files import write_atomic
+    from styleavatar_jax.files import write_atomic
     from styleavatar_jax.wdiff import evaluate, pairs
     from styleavatar_jax.wdiff.config import wdiff_configs
 

@@ -26,11 +26,11 @@ import numpy as np
 
 from styleavatar_jax import sampling
 from styleavatar_jax.cli import load_config_file
-from styleavatar_jax.data.make_mannequin import MannequinDatasetConfig, make_mannequin_dataset
-from styleavatar_jax.data.source import open_dataset
+from styleavatar_jax.data.formats import open_dataset
 from styleavatar_jax.eval.swd import swd
 from styleavatar_jax.export.grid import image_grid, to_uint8, write_png
 from styleavatar_jax.export.video import write_gif
+from styleavatar_jax.heads.make_mannequin import MannequinDatasetConfig, make_mannequin_dataset
 from styleavatar_jax.render.renderer import draw_uniforms
 from styleavatar_jax.train import loop
 from styleavatar_jax.train.config import training_configs

@@ -11,7 +11,8 @@ import pytest
 
 from styleavatar_jax import cameras
 from styleavatar_jax.data import eg3d_format, tfds_format
-from styleavatar_jax.data.source import mirror_labels, open_dataset
+from styleavatar_jax.data.formats import open_dataset
+from styleavatar_jax.data.source import mirror_labels
 
 N, RES = 24, 16
 

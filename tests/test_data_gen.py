@@ -22,7 +22,7 @@ from data_gen.prompts import PROMPT_VIEWS  # noqa: E402
 from data_gen.tiny_models import save_tiny_models  # noqa: E402
 from data_gen.view_filter import ClipViewScorer, judge  # noqa: E402
 from styleavatar_jax.data.eg3d_format import open_eg3d  # noqa: E402
-from styleavatar_jax.data.make_mannequin import view_angles, view_labels  # noqa: E402
+from styleavatar_jax.heads.make_mannequin import view_angles, view_labels  # noqa: E402
 
 torch.set_num_threads(1)  # 2 threads ran 6-10x slower on the shared 2 cores
 RES = 64

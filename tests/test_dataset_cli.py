@@ -8,7 +8,7 @@ from PIL import Image
 
 from styleavatar_jax import cli
 from styleavatar_jax.data import camera_check, eg3d_format
-from styleavatar_jax.data.source import open_dataset
+from styleavatar_jax.data.formats import open_dataset
 
 ARGS = ["make-dataset", "mannequin", "--num-ids", "2", "--views-per-id", "3", "--res", "32",
         "--batch", "4", "--no-progress", "--pitch=-20:20"]  # fmt: skip

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from styleavatar_jax import diffusion as df
+from styleavatar_jax.wdiff import diffusion as df
 
 D = 6
 

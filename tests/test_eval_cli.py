@@ -10,8 +10,9 @@ import pytest
 
 from styleavatar_jax import checkpoint, cli_eval, sampling
 from styleavatar_jax.cli import load_config_file
+from styleavatar_jax.convert import inception as convert_inception
 from styleavatar_jax.data.eg3d_format import EG3DWriter
-from styleavatar_jax.eval import convert_inception, evaluate, in_training, inception
+from styleavatar_jax.eval import evaluate, in_training, inception
 from styleavatar_jax.models.triplane import TriPlaneGenerator, init_variables
 from styleavatar_jax.typed_config import generator_config
 

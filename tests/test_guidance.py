@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from styleavatar_jax.data.guidance import depth_guidance, inverse_depth
+from styleavatar_jax.heads.guidance import depth_guidance, inverse_depth
 
 
 def test_near_bright_far_dark_background_black():

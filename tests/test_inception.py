@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 nn, F = torch.nn, torch.nn.functional
 
 from styleavatar_jax import sampling  # noqa: E402
-from styleavatar_jax.eval import convert_inception as conv  # noqa: E402
+from styleavatar_jax.convert import inception as conv  # noqa: E402
 from styleavatar_jax.eval import fid  # noqa: E402
 from styleavatar_jax.eval import inception as inc  # noqa: E402
 

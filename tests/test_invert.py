@@ -1,4 +1,4 @@
-"""Inversion (invert.py): a tiny random G's own image is recovered (w -> w+ -> PTI), the
+"""Inversion (invert/inversion.py): a tiny random G's own image is recovered (w -> w+ -> PTI), the
 camera grid search finds its yaw, image loading, --camera parsing, the invert CLI verb."""
 
 import argparse
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from styleavatar_jax import invert as inv
 from styleavatar_jax import sampling, typed_config
 from styleavatar_jax.cli import load_config_file
 from styleavatar_jax.cli_invert import add_parsers
-from styleavatar_jax.export.images import load_image
+from styleavatar_jax.invert import inversion as inv
+from styleavatar_jax.invert.images import load_image
 from styleavatar_jax.models.triplane import TriPlaneGenerator, init_variables
 
 YAW, PITCH = 30.0, 10.0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from styleavatar_jax import cameras
-from styleavatar_jax.data import head_render, keypoints, mannequin, sdf
+from styleavatar_jax.heads import head_render, keypoints, mannequin, sdf
 from styleavatar_jax.render.rays import box_ray_limits, pixel_rays
 
 RES = 48

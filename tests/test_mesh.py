@@ -8,8 +8,8 @@ import pytest
 import trimesh
 
 from styleavatar_jax import cameras
-from styleavatar_jax.data import mesh as M
-from styleavatar_jax.data import openpose as op
+from styleavatar_jax.heads import mesh as M
+from styleavatar_jax.heads import openpose as op
 
 R = 0.25  # sphere radius
 RES = 65  # odd: the middle pixel's ray is the optical axis

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from styleavatar_jax.data import openpose as op
+from styleavatar_jax.heads import openpose as op
 
 REF = Path(__file__).parent / "fixtures" / "openpose_ref.npz"
 

@@ -1,4 +1,4 @@
-"""SSIM / MS-SSIM / PSNR (losses_image.py) against skimage and an independent scipy version."""
+"""SSIM / MS-SSIM / PSNR (invert/losses.py) against skimage and an independent scipy version."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import structural_similarity
 
-from styleavatar_jax import losses_image as L
+from styleavatar_jax.invert import losses as L
 
 
 def _pair(seed, shape, noise=0.2):

@@ -1,1 +1,1 @@
-"""Data: the procedural mannequin head, guidance images, dataset formats, input pipeline."""
+"""Data: dataset formats (EG3D folder/zip, tfds), the camera validator, the input pipeline."""

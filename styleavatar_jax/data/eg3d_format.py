@@ -39,7 +39,7 @@ from styleavatar_jax.data.source import (
     mirror_labels,
     normalize_meta,
 )
-from styleavatar_jax.export.files import write_atomic
+from styleavatar_jax.files import write_atomic
 
 DATASET_JSON = "dataset.json"
 EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}

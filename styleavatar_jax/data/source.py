@@ -19,9 +19,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -205,26 +203,3 @@ class ImageSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def open_dataset(path: str | os.PathLike) -> ImageSource:
-    """An EG3D folder (dataset.json), EG3D zip or tfds directory (dataset_info.json) -> source."""
-    # Imported here: the formats import this module, and tfds costs ~1 s and 230 MB to
-    # import, which an EG3D folder does not need.
-    from styleavatar_jax.data import eg3d_format
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"dataset {path} does not exist")
-    if path.is_file() and path.suffix.lower() == ".zip" or (path / "dataset.json").is_file():
-        return eg3d_format.open_eg3d(path)
-    if (path / "dataset_info.json").is_file():
-        from styleavatar_jax.data import tfds_format
-
-        return tfds_format.open_tfds(path)
-    nested = sorted(p.parent for p in path.glob("*/*/dataset_info.json"))
-    hint = f"; did you mean the tfds version directory {nested[0]}?" if nested else ""
-    raise ValueError(
-        f"{path} is not a dataset: expected an EG3D folder with dataset.json, an EG3D .zip, "
-        f"or a tfds directory with dataset_info.json{hint}"
-    )

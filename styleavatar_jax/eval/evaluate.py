@@ -32,8 +32,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from styleavatar_jax.convert.inception import file_sha256
 from styleavatar_jax.eval import consistency, fid, generate, swd
-from styleavatar_jax.eval.convert_inception import file_sha256
 from styleavatar_jax.eval.groups import GROUPS, label_groups
 from styleavatar_jax.sampling import SampleSettings
 
@@ -290,7 +290,7 @@ def metrics_path(run_dir: str | Path, step: int) -> Path:
 
 
 def write_result(path: Path, result: dict) -> Path:
-    from styleavatar_jax.export.files import write_atomic
+    from styleavatar_jax.files import write_atomic
 
     text = json.dumps(result, indent=2, sort_keys=False, default=_json_default) + "\n"
     return write_atomic(path, lambda f: f.write(text.encode()))

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import jax
 
+from styleavatar_jax.convert.inception import load_inception
 from styleavatar_jax.eval import evaluate as ev
 from styleavatar_jax.eval import fid
-from styleavatar_jax.eval.convert_inception import load_inception
 from styleavatar_jax.sampling import make_mesh
 
 
@@ -52,7 +52,7 @@ def make_metric_callback(
     counts). batch_size: the training batch (images per step). neural_res: a number,
     or a function of the step (the schedule's resolution). The dataset stays open for the
     run; the callback holds it and the real features (the only state it keeps)."""
-    from styleavatar_jax.data.source import open_dataset
+    from styleavatar_jax.data.formats import open_dataset
 
     if every_kimg <= 0:
         raise ValueError(f"every_kimg={every_kimg}: expected a positive number of kimg")

@@ -8,7 +8,7 @@ in [0, 1], resized bilinearly to 299² (`F.interpolate(..., align_corners=False)
 antialiasing) and mapped to [−1, 1].
 
 Module names are torchvision's (`Mixed_5b/branch1x1/conv`), so a state-dict key is its
-Flax path joined by '.' (`convert_inception.py`). NHWC, kernels HWIO; BatchNorm's running
+Flax path joined by '.' (`convert/inception.py`). NHWC, kernels HWIO; BatchNorm's running
 statistics live in the `batch_stats` collection.
 """
 

@@ -1,1 +1,1 @@
-"""Outputs: image grids (and, later, videos and meshes)."""
+"""Outputs: image grids, turntable frames and videos, meshes, latent walks, camera plots."""

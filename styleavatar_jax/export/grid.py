@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from styleavatar_jax.export.files import write_atomic
+from styleavatar_jax.files import write_atomic
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

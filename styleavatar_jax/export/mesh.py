@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from styleavatar_jax.export.files import write_atomic
+from styleavatar_jax.files import write_atomic
 
 EG3D_THRESHOLD = 10.0  # extract_shapes.py: marching cubes level on σ
 
@@ -189,12 +189,12 @@ def write_mesh(path: str | os.PathLike, verts, faces, colors=None) -> Path:
 
 
 def lambert_views(verts, faces, c: np.ndarray, resolution: int, colors=None) -> np.ndarray:
-    """Ray-cast the mesh (data.mesh.render_mesh) at labels c [V, 25] and shade it with a
+    """Ray-cast the mesh (heads.mesh.render_mesh) at labels c [V, 25] and shade it with a
     headlight Lambert model (ambient 0.2 + 0.8·max(n·l, 0), l from the camera, raised 30°)
     -> uint8 [resolution, V·resolution, 3] on white. Grey, or the vertex colours' face mean."""
     import trimesh
 
-    from styleavatar_jax.data.mesh import render_mesh
+    from styleavatar_jax.heads.mesh import render_mesh
 
     tm = trimesh.Trimesh(np.asarray(verts), np.asarray(faces), process=False)
     out = render_mesh(tm, c, resolution)

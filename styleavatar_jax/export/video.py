@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from styleavatar_jax.export.files import atomic_path, write_atomic
+from styleavatar_jax.files import atomic_path, write_atomic
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 

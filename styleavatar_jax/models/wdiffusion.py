@@ -4,7 +4,7 @@ prior, Ramesh et al. 2022) over four tokens:
     [condition embedding, timestep embedding, noisy w, learned output token]
 
 + learned positions -> pre-LayerNorm transformer -> the output token -> prediction [B, w_dim]
-(ε, x₀ or v; `styleavatar_jax.diffusion`). A dropped condition (classifier-free guidance)
+(ε, x₀ or v; `styleavatar_jax.wdiff.diffusion`). A dropped condition (classifier-free guidance)
 is replaced by a learned null embedding, so one network is both ε(w, y) and ε(w).
 """
 
@@ -17,7 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from styleavatar_jax.diffusion import PREDICTIONS
+# What the denoiser's output means (styleavatar_jax.wdiff.diffusion turns each into x₀ and ε).
+PREDICTIONS = ("eps", "x0", "v")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,10 +33,11 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from styleavatar_jax import checkpoint
+from styleavatar_jax.data.formats import open_dataset
 from styleavatar_jax.data.pipeline import InputPipeline
-from styleavatar_jax.data.source import ImageSource, open_dataset
-from styleavatar_jax.export.files import write_atomic
+from styleavatar_jax.data.source import ImageSource
 from styleavatar_jax.export.grid import image_grid, to_uint8, write_png
+from styleavatar_jax.files import write_atomic
 from styleavatar_jax.train.config import TrainingConfigs, training_configs
 from styleavatar_jax.train.state import Networks, TrainState, init_state, make_networks
 from styleavatar_jax.train.step import Trainer, phases_at, schedule_at

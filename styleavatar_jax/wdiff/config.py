@@ -16,8 +16,8 @@ import dataclasses
 import ml_collections
 
 from styleavatar_jax import typed_config
-from styleavatar_jax.diffusion import SCHEDULES
 from styleavatar_jax.models.wdiffusion import DenoiserConfig
+from styleavatar_jax.wdiff.diffusion import SCHEDULES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from styleavatar_jax import sampling
-from styleavatar_jax.export.files import write_npz
+from styleavatar_jax.files import write_npz
 
 # images [B, H, W, 3] float in [0, 1] -> embeddings [B, D]
 Embedder = Callable[[np.ndarray], np.ndarray]

@@ -11,8 +11,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from styleavatar_jax import diffusion as df
 from styleavatar_jax.models.wdiffusion import WDenoiser
+from styleavatar_jax.wdiff import diffusion as df
 from styleavatar_jax.wdiff.pairs import condition
 
 

@@ -29,7 +29,6 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from styleavatar_jax import checkpoint
-from styleavatar_jax import diffusion as df
 from styleavatar_jax.models.wdiffusion import DenoiserConfig, WDenoiser, init_params
 from styleavatar_jax.train.loop import (
     StopOnSignal,
@@ -39,6 +38,7 @@ from styleavatar_jax.train.loop import (
     data_mesh,
     write_config,
 )
+from styleavatar_jax.wdiff import diffusion as df
 from styleavatar_jax.wdiff import pairs as pairs_lib
 from styleavatar_jax.wdiff.config import (
     SampleConfig,

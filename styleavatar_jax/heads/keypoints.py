@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 
 from styleavatar_jax import cameras
-from styleavatar_jax.data import mannequin, openpose, sdf
-from styleavatar_jax.data.mannequin import Identity
-from styleavatar_jax.data.project import project_points, visible_points
+from styleavatar_jax.heads import mannequin, openpose, sdf
+from styleavatar_jax.heads.mannequin import Identity
+from styleavatar_jax.heads.project import project_points, visible_points
 
 NUM_BODY, NUM_FACE = len(openpose.BODY_NAMES), openpose.NUM_FACE
 _BUST = ("nose", "neck", "r_shoulder", "l_shoulder", "r_eye", "l_eye", "r_ear", "l_ear")

@@ -19,7 +19,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from styleavatar_jax.data import sdf
+from styleavatar_jax.heads import sdf
 
 PARTS = ("skin", "nose", "lips", "eye", "brow", "ear", "hair", "neck", "shirt", "glasses", "hat")
 PART_ID = {name: i for i, name in enumerate(PARTS)}

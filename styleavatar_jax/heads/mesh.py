@@ -1,7 +1,7 @@
 """A user's mesh as the 3D head model: loading, depth rendering, projected keypoints.
 
 The mesh (OBJ, PLY, GLB/glTF; a scene's meshes are joined with their transforms applied)
-must be in EG3D world units, as the mannequin is (`data.mannequin`): the head inside the
+must be in EG3D world units, as the mannequin is (`heads.mannequin`): the head inside the
 box [−0.5, 0.5]³, y up, the face looking towards +z, the person's right towards −x, and
 faces wound counter-clockwise seen from outside (normals point out).
 
@@ -41,8 +41,8 @@ import numpy as np
 import trimesh
 
 from styleavatar_jax import cameras
-from styleavatar_jax.data import openpose
-from styleavatar_jax.data.project import project_points, visible_points
+from styleavatar_jax.heads import openpose
+from styleavatar_jax.heads.project import project_points, visible_points
 from styleavatar_jax.render.rays import pixel_rays
 
 MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf")
@@ -159,7 +159,7 @@ def load_head(mesh_path, keypoints_file=None) -> tuple[trimesh.Trimesh, Keypoint
     if not kp.is_file():
         raise FileNotFoundError(
             f"{mesh_path}: no keypoints file {kp}; a mesh needs its OpenPose keypoints as "
-            "JSON (format: styleavatar_jax.data.mesh module doc)"
+            "JSON (format: styleavatar_jax.heads.mesh module doc)"
         )
     return load_mesh(mesh_path), load_keypoints(kp)
 
@@ -270,7 +270,7 @@ def mesh_keypoints_2d(mesh: trimesh.Trimesh, keypoints: Keypoints, c, depth, tol
 
     c [B, 25], depth [B, H, W] (`render_mesh(mesh, c, ...)["depth"]`) -> body_uv [B, 18, 2],
     body_visible [B, 18] bool, face_uv [B, 70, 2], face_visible [B, 70] bool (numpy; uv
-    normalised as `data.project`). Absent points are never visible.
+    normalised as `heads.project`). Absent points are never visible.
     """
     c = np.asarray(c, np.float32)
     depth = np.asarray(depth, np.float32)

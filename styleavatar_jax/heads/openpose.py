@@ -16,7 +16,7 @@ The pose image ControlNet's OpenPose models were trained on comes from
 circles first, then each limb blended over the canvas with
 `cv2.addWeighted(canvas, 0.4, canvas_with_limb, 0.6, 0)`.
 
-Keypoints come as normalised uv (`data.project`: u right, v down, uv · (W, H) in pixels), as
+Keypoints come as normalised uv (`heads.project`: u right, v down, uv · (W, H) in pixels), as
 ControlNet 1.1 stores them; the annotator truncates x·W, y·H to integers (`int()`), and so
 do we. Rasterisation follows OpenCV: `ellipse2Poly`'s integer polygon is reproduced exactly
 (its sine table is 7-decimal); `fillConvexPoly` and `circle` are reproduced by their

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-PREDICTIONS = ("eps", "x0", "v")
+from styleavatar_jax.models.wdiffusion import PREDICTIONS
+
 SCHEDULES = ("cosine", "linear")
 
 Denoiser = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
