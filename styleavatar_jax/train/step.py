@@ -58,15 +58,17 @@ def blur(image, sigma, max_sigma: float):
 
 
 def _keys(key, phase):
+    """A phase's 8 keys: fold_in(key, phase) split 8 ways. Each phase unpacks them by use;
+    a key's position fixes its random stream (a resumed run replays the same ones)."""
     return jax.random.split(jax.random.fold_in(key, PHASE_KEYS[phase]), 8)
 
 
-def _fakes(nets: Networks, k, labels, sched, swap=losses.swap_conditioning):
+def _fakes(nets: Networks, k_z, k_perm, k_swap, labels, sched, swap=losses.swap_conditioning):
     """Per-sample inputs of the fakes: z [B, z_dim], the cameras to render c_gen [B, 25]
     (the batch's labels in a random order) and the generator's pose conditioning."""
-    z = jax.random.normal(k[0], (labels.shape[0], nets.G.cfg.z_dim))
-    c_gen = labels[jax.random.permutation(k[1], labels.shape[0])]
-    return {"z": z, "c_gen": c_gen, "c_cond": swap(k[2], c_gen, sched["swap_prob"])}
+    z = jax.random.normal(k_z, (labels.shape[0], nets.G.cfg.z_dim))
+    c_gen = labels[jax.random.permutation(k_perm, labels.shape[0])]
+    return {"z": z, "c_gen": c_gen, "c_cond": swap(k_swap, c_gen, sched["swap_prob"])}
 
 
 def _run_g(nets: Networks, g_vars, x, key, neural_res, update_emas=False):
@@ -125,10 +127,10 @@ def _apply(tx, params, opt_state, grads):
 
 def g_main(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
     """Gmain: softplus(−D(G(z, c))) with swapped pose conditioning."""
-    k = _keys(key, "Gmain")
+    k_z, k_perm, k_swap, k_label, k_accum, _, _, _ = _keys(key, "Gmain")
     a = nets.train.accum_steps
-    x = _fakes(nets, k, batch["label"], sched)
-    x["c_d"] = discriminator_label(x["c_gen"], k[3], nets.pose)
+    x = _fakes(nets, k_z, k_perm, k_swap, batch["label"], sched)
+    x["c_d"] = discriminator_label(x["c_gen"], k_label, nets.pose)
 
     def loss_fn(params, carry, mb, key):
         out, _ = _run_g(nets, {**state.g, "params": params}, mb, key, neural_res)
@@ -137,19 +139,20 @@ def g_main(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: 
         loss = jnp.mean(losses.g_nonsat_loss(logits))
         return loss / a, (carry, {"G/loss": loss, "G/fake_score": jnp.mean(logits)})
 
-    grads, _, metrics = accumulate(loss_fn, state.g["params"], None, x, k[4], a)
+    grads, _, metrics = accumulate(loss_fn, state.g["params"], None, x, k_accum, a)
     params, opt = _apply(nets.g_tx, state.g["params"], state.g_opt, grads)
     return state.replace(g={**state.g, "params": params}, g_opt=opt), metrics
 
 
 def g_reg(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
     """Greg: L1 between σ at random points and at slightly perturbed points, × interval."""
-    k = _keys(key, "Greg")
+    k_z, k_perm, k_swap, k_points, k_accum, _, _, _ = _keys(key, "Greg")
     t = nets.train
     a = t.accum_steps
     gain = max(t.g_reg_interval, 1)
-    x = _fakes(nets, k, batch["label"], sched, losses.swap_conditioning_batch)
-    initial, perturbed = losses.density_reg_points(k[3], x["z"].shape[0], t.density_reg_points,
+    x = _fakes(nets, k_z, k_perm, k_swap, batch["label"], sched, losses.swap_conditioning_batch)
+    initial, perturbed = losses.density_reg_points(k_points, x["z"].shape[0],
+                                                   t.density_reg_points,
                                                    t.density_reg_p_dist)  # fmt: skip
     x["coords"] = jnp.concatenate([initial, perturbed], axis=1)
     n = initial.shape[1]
@@ -163,19 +166,19 @@ def g_reg(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: i
         reg = losses.density_l1(sigma[:, :n], sigma[:, n:], t.density_reg)
         return reg * gain / a, (carry, {"G/density_reg": reg})
 
-    grads, _, metrics = accumulate(loss_fn, state.g["params"], None, x, k[4], a)
+    grads, _, metrics = accumulate(loss_fn, state.g["params"], None, x, k_accum, a)
     params, opt = _apply(nets.g_tx, state.g["params"], state.g_opt, grads)
     return state.replace(g={**state.g, "params": params}, g_opt=opt), metrics
 
 
 def d_main(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
     """Dmain: softplus(D(fake)) + softplus(−D(real)); the fake pass updates G's w_avg."""
-    k = _keys(key, "Dmain")
+    k_z, k_perm, k_swap, k_fake_label, k_accum, _, k_real_label, _ = _keys(key, "Dmain")
     a = nets.train.accum_steps
     sigma = sched["blur_sigma"]
-    x = _fakes(nets, k, batch["label"], sched)
-    x["c_fake"] = discriminator_label(x["c_gen"], k[3], nets.pose)
-    x["c_real"] = discriminator_label(batch["label"], k[6], nets.pose)
+    x = _fakes(nets, k_z, k_perm, k_swap, batch["label"], sched)
+    x["c_fake"] = discriminator_label(x["c_gen"], k_fake_label, nets.pose)
+    x["c_real"] = discriminator_label(batch["label"], k_real_label, nets.pose)
     x["real"] = batch["image"]
 
     def loss_fn(params, buffers, mb, key):
@@ -183,14 +186,15 @@ def d_main(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: 
                                update_emas=True)  # fmt: skip
         fake = jax.lax.stop_gradient(fake)
         real, real_raw = real_images(mb["real"], neural_res, sigma, nets.train.blur_init_sigma)
-        lf = _run_d(nets, params, fake["image"], fake["image_raw"], mb["c_fake"], sigma)
-        lr = _run_d(nets, params, real, real_raw, mb["c_real"], sigma)
-        loss = jnp.mean(losses.d_logistic_loss(lr, lf))
-        metrics = {"D/loss": loss, "D/fake_score": jnp.mean(lf), "D/real_score": jnp.mean(lr)}
+        logits_fake = _run_d(nets, params, fake["image"], fake["image_raw"], mb["c_fake"], sigma)
+        logits_real = _run_d(nets, params, real, real_raw, mb["c_real"], sigma)
+        loss = jnp.mean(losses.d_logistic_loss(logits_real, logits_fake))
+        metrics = {"D/loss": loss, "D/fake_score": jnp.mean(logits_fake),
+                   "D/real_score": jnp.mean(logits_real)}  # fmt: skip
         return loss / a, (buffers, metrics)
 
     grads, buffers, metrics = accumulate(loss_fn, state.d["params"], state.g["buffers"], x,
-                                         k[4], a)  # fmt: skip
+                                         k_accum, a)  # fmt: skip
     params, opt = _apply(nets.d_tx, state.d["params"], state.d_opt, grads)
     state = state.replace(d={"params": params}, d_opt=opt, g={**state.g, "buffers": buffers})
     return state, metrics
@@ -198,12 +202,13 @@ def d_main(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: 
 
 def d_reg(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
     """Dreg: R1 (γ/2 · |∇D(real)|² over both images) × interval."""
-    k = _keys(key, "Dreg")
+    k_real_label, _, _, _, k_accum, _, _, _ = _keys(key, "Dreg")
     t = nets.train
     a = t.accum_steps
     gain = max(t.d_reg_interval, 1)
     sigma = sched["blur_sigma"]
-    x = {"real": batch["image"], "c_real": discriminator_label(batch["label"], k[0], nets.pose)}
+    x = {"real": batch["image"],
+         "c_real": discriminator_label(batch["label"], k_real_label, nets.pose)}  # fmt: skip
 
     def loss_fn(params, carry, mb, key):
         real, real_raw = real_images(mb["real"], neural_res, sigma, t.blur_init_sigma)
@@ -211,7 +216,7 @@ def d_reg(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: i
         penalty = jnp.mean(losses.r1_penalty(d_fn, real, real_raw))
         return penalty * (t.r1_gamma / 2) * gain / a, (carry, {"D/r1_penalty": penalty})
 
-    grads, _, metrics = accumulate(loss_fn, state.d["params"], None, x, k[4], a)
+    grads, _, metrics = accumulate(loss_fn, state.d["params"], None, x, k_accum, a)
     params, opt = _apply(nets.d_tx, state.d["params"], state.d_opt, grads)
     return state.replace(d={"params": params}, d_opt=opt), metrics
 

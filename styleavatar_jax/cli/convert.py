@@ -1,0 +1,118 @@
+"""`convert-eg3d` and `convert-inception` subcommands: official weights -> our formats.
+
+    styleavatar-jax convert-eg3d SNAPSHOT.pkl OUT_DIR [--check IO.npz] [--config FILE]
+    styleavatar-jax convert-inception pt_inception-2015-12-05-6726825d.pth inception.npz
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from styleavatar_jax.typed_config import load_config_file
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "convert-eg3d",
+        help="EG3D snapshot -> orbax checkpoint + config (no code from the pickle runs)",
+    )
+    p.add_argument(
+        "snapshot", help="network-snapshot-*.pkl, or a .pt/.pth/.npz state dict (with --config)"
+    )
+    p.add_argument("out_dir", help="run directory to create")
+    p.add_argument(
+        "--check", metavar="IO.npz", help="compare G_ema and D with official EG3D outputs"
+    )
+    p.add_argument("--config", help="architecture for a state dict: configs/NAME.py[:arg]")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    p.set_defaults(fn=cmd_convert)
+
+
+    p = sub.add_parser("convert-inception", help="pytorch-fid Inception .pth -> .npz (no torch)")
+    p.add_argument("src", help="pt_inception-2015-12-05-6726825d.pth")
+    p.add_argument("out", help="output .npz")
+    p.set_defaults(fn=cmd_convert_inception)
+
+
+def cmd_convert(args, overrides) -> int:
+    from styleavatar_jax import checkpoint
+    from styleavatar_jax.convert import check, snapshot
+
+    src = Path(args.snapshot)
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no such snapshot file")
+    if src.suffix == ".pkl":
+        if args.config:
+            raise ValueError(
+                "--config is for state dicts (.pt/.pth/.npz); a .pkl carries its architecture"
+            )
+        cfg, networks, (G, D) = snapshot.convert_pickle(src)
+    elif src.suffix in (".pt", ".pth", ".npz"):
+        if not args.config:
+            raise ValueError(
+                f"{src}: a state dict needs --config=configs/NAME.py[:arg] for its architecture"
+            )
+        cfg, networks, (G, D) = snapshot.convert_state_dict(
+            src, load_config_file(args.config, overrides)
+        )
+    else:
+        raise ValueError(f"{src}: expected an EG3D .pkl snapshot or a .pt/.pth/.npz state dict")
+    print(f"read {src}: {', '.join(f'{k} ({_count(v)} params)' for k, v in networks.items())}")
+
+    if args.check:
+        io = _load_npz(args.check)
+        neural_res = (
+            int(
+                json.loads(str(io["init_kwargs"])).get(
+                    "G_neural_rendering_resolution", cfg.model.neural_res
+                )
+            )
+            if "init_kwargs" in io
+            else int(cfg.model.neural_res)
+        )
+        ours = check.run_reference_inputs(
+            G, networks["G_ema"], D, networks.get("D"), io, neural_res
+        )
+        rows = check.compare(ours, io)
+        print(f"check against {args.check} (neural res {neural_res}):")
+        for name, err, tol in rows:
+            verdict = "ok" if err <= tol else "FAIL"
+            print(f"  {name:18s} max abs err {err:.3e}  tol {tol:.3e}  {verdict}")
+        if not rows or any(err > tol for _, err, tol in rows):
+            print("check FAILED: nothing written", file=sys.stderr)
+            return 1
+    out = checkpoint.write_new_run_dir(
+        args.out_dir, cfg, networks, step=0, overwrite=args.overwrite
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _count(variables) -> int:
+    import jax
+
+    return sum(int(np.size(x)) for x in jax.tree.leaves(variables.get("params", {})))
+
+
+def _load_npz(path: str):
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--check {p}: no such file")
+    try:
+        return dict(np.load(p, allow_pickle=False))
+    except Exception as e:
+        raise ValueError(f"--check {p}: not a readable .npz ({e})") from e
+
+
+def cmd_convert_inception(args, overrides) -> int:
+    from styleavatar_jax.convert.inception import load_inception, save_npz
+
+    src = Path(args.src)
+    variables = load_inception(src, flag="convert-inception SRC")
+    out = save_npz(variables, args.out)
+    print(f"read {src}; wrote {out}")
+    return 0
