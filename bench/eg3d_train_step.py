@@ -388,7 +388,7 @@ def time_eg3d_step(t: EG3DTraining, phases: tuple[str, ...], *, iters: int = 3, 
 
 if __name__ == "__main__":
     from styleavatar_jax import typed_config
-    from styleavatar_jax.cli import load_config_file
+    from styleavatar_jax.typed_config import load_config_file
 
     src = sys.argv[1] if len(sys.argv) > 1 else "/work/eg3d_src/eg3d"
     cfg = load_config_file(f"{_BENCH.parent}/configs/eg3d_ffhq512.py:tiny")

@@ -28,7 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from styleavatar_jax import sampling  # noqa: E402
-from styleavatar_jax.eval import fid, inception, swd  # noqa: E402
+from styleavatar_jax.eval import fid, swd  # noqa: E402
+from styleavatar_jax.models import inception  # noqa: E402
 
 
 def bench_inception(batch: int, res: int, iters: int, mesh) -> dict:

@@ -37,10 +37,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from styleavatar_jax import cameras, typed_config  # noqa: E402
-from styleavatar_jax.cli import load_config_file  # noqa: E402
 from styleavatar_jax.convert import eg3d  # noqa: E402
 from styleavatar_jax.models.superres import SR_SPECS  # noqa: E402
 from styleavatar_jax.models.triplane import GeneratorConfig, TriPlaneGenerator, init_variables  # noqa: E402
+from styleavatar_jax.typed_config import load_config_file  # noqa: E402
 
 FFHQ = GeneratorConfig()
 _ROOT = Path(__file__).resolve().parent.parent

@@ -26,10 +26,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from styleavatar_jax import sampling, typed_config  # noqa: E402
-from styleavatar_jax.cli import load_config_file  # noqa: E402
 from styleavatar_jax.export import frames  # noqa: E402
 from styleavatar_jax.export import mesh as mesh_io  # noqa: E402
 from styleavatar_jax.models.triplane import TriPlaneGenerator, init_variables  # noqa: E402
+from styleavatar_jax.typed_config import load_config_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -36,11 +36,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from styleavatar_jax import cameras  # noqa: E402
-from styleavatar_jax.cli import load_config_file  # noqa: E402
+from styleavatar_jax.runtime import data_mesh  # noqa: E402
 from styleavatar_jax.train import step as train_step  # noqa: E402
 from styleavatar_jax.train.config import training_configs  # noqa: E402
-from styleavatar_jax.train.loop import data_mesh  # noqa: E402
 from styleavatar_jax.train.state import init_state, make_networks  # noqa: E402
+from styleavatar_jax.typed_config import load_config_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {

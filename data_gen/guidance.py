@@ -14,14 +14,14 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+
+from styleavatar_jax.heads import guidance, mesh, openpose
 from styleavatar_jax.heads.make_mannequin import (
     MannequinDatasetConfig,
     render_views,
     view_angles,
     view_labels,
 )
-
-from styleavatar_jax.heads import guidance, mesh, openpose
 
 
 @dataclasses.dataclass(frozen=True)

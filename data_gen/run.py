@@ -213,7 +213,7 @@ def _progress(total: int, done: int, enabled: bool):
 
 
 def _range(text: str, flag: str) -> list[float]:
-    from styleavatar_jax.cli_dataset import parse_range
+    from styleavatar_jax.cameras import parse_range
 
     return list(parse_range(text, flag))
 

@@ -320,3 +320,11 @@ def yaw_bin(yaw, bins: int) -> jax.Array:
 def view_group(yaw) -> np.ndarray:
     """yaw [...] (radians) -> names [...] from `VIEW_GROUPS` (the 4 coarse bins); host-side."""
     return np.asarray(VIEW_GROUPS)[np.asarray(yaw_bin(yaw, 4))]
+
+
+def parse_range(text: str, flag: str) -> tuple[float, float]:
+    """'MIN:MAX' (degrees) -> (MIN, MAX)."""
+    m = re.fullmatch(r"\s*([-+]?\d+(?:\.\d*)?)\s*:\s*([-+]?\d+(?:\.\d*)?)\s*", text)
+    if not m:
+        raise ValueError(f"{flag}={text!r}: expected MIN:MAX in degrees, e.g. -30:30")
+    return float(m[1]), float(m[2])

@@ -5,10 +5,13 @@
 
 Each network's variables are {'params': ..., 'buffers': ...}. A new directory is written
 under a temporary name and renamed into place, so a failed conversion leaves nothing.
+The training loops (GAN and W-diffusion) list a run's steps, check a resume against the
+saved config and open the orbax manager here; `load_generator` reads a run's G_ema.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -19,6 +22,8 @@ from typing import Any
 
 import ml_collections
 import orbax.checkpoint as ocp
+
+from styleavatar_jax.files import write_atomic
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -60,6 +65,94 @@ def save_networks(run_dir: str | os.PathLike, networks: Mapping[str, Any], *, st
         mngr.wait_until_finished()
 
 
+def write_config(run_dir: str | os.PathLike, cfg: ml_collections.ConfigDict) -> None:
+    text = cfg.to_json_best_effort(indent=2, sort_keys=True)
+    write_atomic(Path(run_dir) / CONFIG_FILE, lambda f: f.write(text.encode()))
+
+
+def list_steps(run_dir: str | os.PathLike) -> list[int]:
+    """The checkpoint steps of a run directory, ascending ([] when it has none)."""
+    ckpt = Path(run_dir) / CHECKPOINTS
+    return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) if ckpt.is_dir() else []
+
+
+def latest_step(run_dir: str | os.PathLike) -> int:
+    steps = list_steps(run_dir)
+    if not steps:
+        raise FileNotFoundError(
+            f"{Path(run_dir) / CHECKPOINTS}: holds no checkpoint step; expected a run directory"
+        )
+    return steps[-1]
+
+
+def open_manager(run_dir: str | os.PathLike, keep: int) -> ocp.CheckpointManager:
+    """The orbax manager of run_dir/checkpoints that a training loop saves with (the `keep`
+    latest steps kept)."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager(Path(run_dir).absolute() / CHECKPOINTS, options=options)
+
+
+def check_resume(run_dir: str | os.PathLike, cfg: ml_collections.ConfigDict, resume: bool,
+                 frozen: Sequence[str], resumable: Sequence[str] = ()) -> list[int]:  # fmt: skip
+    """Before a training loop starts in run_dir -> its checkpoint steps ([]: a fresh start).
+    A run there needs resume=True and a config equal to the saved one in the `frozen`
+    sections (except the `resumable` leaves)."""
+    existing = list_steps(run_dir)
+    if existing and not resume:
+        raise FileExistsError(
+            f"{run_dir} holds a run (checkpoints at steps {existing}): pass --resume to "
+            "continue it, or choose another --workdir"
+        )
+    if existing:
+        diff = config_differences(load_config(run_dir), cfg, frozen, resumable)
+        if diff:
+            raise ValueError(
+                f"--resume: {run_dir} was trained with another config:\n  " + "\n  ".join(diff)
+            )
+    return existing
+
+
+def _flat(cfg: ml_collections.ConfigDict, section: str) -> dict:
+    """cfg's `section` ('train', 'data.flip', ...) as {'section.a.b': leaf}."""
+    node = cfg
+    for part in section.split("."):
+        node = node[part]
+    return _leaves(node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node, section)
+
+
+def _leaves(value, prefix: str) -> dict:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    return {k: v for key, sub in value.items() for k, v in _leaves(sub, f"{prefix}.{key}").items()}
+
+
+def _norm(v):
+    return [_norm(x) for x in v] if isinstance(v, list | tuple) else v
+
+
+def config_differences(
+    saved: ml_collections.ConfigDict,
+    given: ml_collections.ConfigDict,
+    sections: Sequence[str],
+    resumable: Sequence[str] = (),
+) -> list[str]:
+    """['config.train.lr_d: 0.002 in the run, 0.003 given', ...] over `sections`, except the
+    `resumable` leaves."""
+    out = []
+    for section in sections:
+        try:
+            a, b = _flat(saved, section), _flat(given, section)
+        except (KeyError, AttributeError):
+            out.append(f"config.{section}: missing in one of the two configs")
+            continue
+        for k in sorted(set(a) | set(b)):
+            if k in resumable:
+                continue
+            if _norm(a.get(k)) != _norm(b.get(k)):
+                out.append(f"config.{k}: {a.get(k)!r} in the run, {b.get(k)!r} given")
+    return out
+
+
 def load_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
@@ -92,3 +185,34 @@ def load_networks(
             step, args=ocp.args.Composite(**{n: ocp.args.StandardRestore() for n in names})
         )
     return {n: restored[n] for n in names}
+
+
+def load_generator(ckpt: str | None, config: str | None, overrides, command: str):
+    """--ckpt RUN_DIR (its G_ema) or --config FILE (random init) -> (cfg, G, variables)."""
+    from styleavatar_jax import typed_config
+    from styleavatar_jax.models.triplane import TriPlaneGenerator
+
+    if bool(ckpt) == bool(config):
+        raise ValueError(f"{command}: give exactly one of --ckpt DIR or --config FILE "
+                         "(random init)")  # fmt: skip
+    if ckpt:
+        cfg = typed_config.apply_overrides(load_config(ckpt), overrides or [])
+    else:
+        cfg = typed_config.load_config_file(config, overrides)
+    G = TriPlaneGenerator(typed_config.generator_config(cfg.model.generator))
+    if ckpt:
+        variables = load_networks(ckpt, ["G_ema"])["G_ema"]
+    else:
+        variables = _random_init(G, int(cfg.seed))
+    return cfg, G, variables
+
+
+@functools.lru_cache(maxsize=2)
+def _random_init(G, seed: int):
+    """init_variables, once per (G, seed) in a process: tracing a G's init costs more than a
+    smoke-test render (~20 s for configs/tiny.py on 2 cores)."""
+    import jax
+
+    from styleavatar_jax.models.triplane import init_variables
+
+    return init_variables(G, jax.random.key(seed))

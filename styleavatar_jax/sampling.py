@@ -23,6 +23,7 @@ from jax.sharding import PartitionSpec as P
 from styleavatar_jax import cameras
 from styleavatar_jax.models.triplane import TriPlaneGenerator
 from styleavatar_jax.render.renderer import RenderUniforms, draw_uniforms
+from styleavatar_jax.runtime import data_mesh
 
 
 def parse_seeds(spec: str, flag: str = "--seeds") -> list[int]:
@@ -60,8 +61,8 @@ class SampleSettings:
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
-    devices = jax.local_devices()[: num_devices or jax.local_device_count()]
-    return Mesh(np.array(devices), ("data",))
+    """The first num_devices (default: all) local devices on one 'data' axis."""
+    return data_mesh(jax.local_devices()[: num_devices or jax.local_device_count()])
 
 
 def _per_seed_uniforms(G: TriPlaneGenerator, keys, view, n_rays: int) -> RenderUniforms:

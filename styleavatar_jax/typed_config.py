@@ -1,4 +1,5 @@
-"""ConfigDict <-> the typed, frozen dataclasses that modules take.
+"""Config files, --config.* overrides, and ConfigDict <-> the typed, frozen dataclasses
+that modules take.
 
 The ConfigDict stops here: `generator_config(cfg.model.generator)` gives a GeneratorConfig,
 and an unknown or missing field is an error that names `config.model.generator.<field>`.
@@ -7,7 +8,9 @@ and an unknown or missing field is an error that names `config.model.generator.<
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -51,6 +54,21 @@ def discriminator_config(
 def as_dict(cfg) -> dict[str, Any]:
     """A config dataclass as plain nested dicts (for a ConfigDict or JSON)."""
     return dataclasses.asdict(cfg)
+
+
+def load_config_file(spec: str, overrides: list[str] | None = None) -> ml_collections.ConfigDict:
+    """'configs/NAME.py[:arg]' -> ConfigDict (get_config(arg)), with --config.* overrides."""
+    path, _, arg = spec.partition(":")
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--config={spec}: no such file {file}")
+    module_spec = importlib.util.spec_from_file_location(f"_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"--config={spec}: {file} defines no get_config()")
+    cfg = module.get_config(arg) if arg else module.get_config()
+    return apply_overrides(cfg, overrides or [])
 
 
 def apply_overrides(

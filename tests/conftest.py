@@ -32,6 +32,19 @@ def fast_compile():
     jax.config.update("jax_disable_most_optimizations", old)
 
 
+@pytest.fixture
+def cli_error(capsys):
+    """cli_error(argv): `styleavatar-jax argv` must fail (exit status 2) -> its message."""
+    from styleavatar_jax.cli import main
+
+    def run(argv) -> str:
+        capsys.readouterr()
+        assert main([str(a) for a in argv]) == 2
+        return capsys.readouterr().err
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def io():
     """The official EG3D outputs (tests/fixtures/README.md)."""
@@ -49,16 +62,6 @@ def converted():
     from styleavatar_jax.convert.snapshot import convert_pickle
 
     return convert_pickle(PKL)
-
-
-@pytest.fixture(scope="module")
-def quick_compiles():
-    """For modules of dozens of tiny programs, where XLA's optimisation passes are ~40% of
-    the time: semantics are unchanged, and the parity tests run the optimised pipeline."""
-    previous = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
 
 
 def rand(seed, *shape):

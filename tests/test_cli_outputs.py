@@ -1,7 +1,7 @@
 """`video`, `walk` and `mesh` end to end on configs/tiny.py (random init), through a parser
-built from cli_outputs.add_parsers, on the 8 fake CPU devices."""
+through cli.main, on the 8 fake CPU devices."""
 
-import argparse
+import re
 from pathlib import Path
 
 import jax
@@ -10,7 +10,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from styleavatar_jax import checkpoint, cli_outputs, sampling
+from styleavatar_jax import checkpoint, cli, sampling
 from styleavatar_jax.export import frames, video
 from styleavatar_jax.export import mesh as mesh_io
 from styleavatar_jax.export.grid import to_uint8
@@ -18,21 +18,13 @@ from styleavatar_jax.export.grid import to_uint8
 TINY = str(Path(__file__).resolve().parent.parent / "configs" / "tiny.py")
 
 
-def _parser():
-    p = argparse.ArgumentParser(prog="styleavatar-jax")
-    cli_outputs.add_parsers(p.add_subparsers(dest="command", required=True))
-    return p
-
-
 def run(*argv):
-    args = _parser().parse_args([str(a) for a in argv])
-    return args.fn(args, [])
+    return cli.main([str(a) for a in argv])
 
 
 @pytest.fixture(scope="module")
 def tiny(fast_compile):
-    args = _parser().parse_args(["mesh", "--config", TINY, "--out", "x.ply"])
-    return cli_outputs.load_generator(args, [], "mesh")
+    return checkpoint.load_generator(None, TINY, [], "mesh")
 
 
 def test_video_rgb_depth_normal(tmp_path, tiny):
@@ -49,7 +41,9 @@ def test_video_rgb_depth_normal(tmp_path, tiny):
     # on one device, the 12 frames in two chunks (the second padded).
     yaw = np.radians(np.arange(-180, 180, 60, dtype=np.float32))
     c = sampling.view_labels(yaw, np.zeros_like(yaw), cfg.camera.to_dict())
-    ws = cli_outputs._latents(cfg, G, variables, [0, 1], 1.0)
+    ws = frames.seed_ws(
+        G, variables, [0, 1], cfg.camera.to_dict(), 1.0, cfg.sample.truncation_cutoff
+    )
     settings = frames.FrameSettings(neural_res=16, chunk=8)
     one = frames.render_frames(G, variables, np.repeat(ws, 6, 0), np.tile(c, (2, 1)), settings,
                                mesh=sampling.make_mesh(1), key=jax.random.key(0))  # fmt: skip
@@ -95,7 +89,7 @@ def test_mesh_sits_on_the_level_set(tmp_path, tiny):
     assert np.abs(tm.vertices).max() <= 0.5 + 1 / 31
     # σ of the generator at the vertices is the level (linear interpolation error only).
     dev = sampling.make_mesh()
-    ws = cli_outputs._latents(cfg, G, variables, [0], 1.0)
+    ws = frames.seed_ws(G, variables, [0], cfg.camera.to_dict(), 1.0, cfg.sample.truncation_cutoff)
     planes = frames.make_planes_fn(G, "const", dev)(
         variables, np.broadcast_to(ws, (dev.size, *ws.shape[1:])), jax.random.key(0)
     )[:1]
@@ -116,18 +110,25 @@ def test_mesh_sits_on_the_level_set(tmp_path, tiny):
     assert out2.read_bytes() == out.read_bytes()
 
 
-def test_bad_flags_are_named(tmp_path):
-    with pytest.raises(ValueError, match="exactly one of --ckpt DIR or --config"):
-        run("video", "--out", tmp_path / "a.mp4")
-    with pytest.raises(ValueError, match="--kinds='rgb,albedo'"):
-        run("video", "--config", TINY, "--kinds", "rgb,albedo", "--out", tmp_path / "a.mp4")
-    with pytest.raises(ValueError, match=r"--out=.*a\.avi"):
-        run("walk", "--config", TINY, "--out", tmp_path / "a.avi")
-    with pytest.raises(ValueError, match=r"\.ply or \.obj"):
-        run("mesh", "--config", TINY, "--out", tmp_path / "a.stl")
+def test_bad_flags_are_named(tmp_path, cli_error):
+    assert re.search(
+        "exactly one of --ckpt DIR or --config", cli_error(["video", "--out", tmp_path / "a.mp4"])
+    )
+    assert re.search(
+        "--kinds='rgb,albedo'",
+        cli_error(
+            ["video", "--config", TINY, "--kinds", "rgb,albedo", "--out", tmp_path / "a.mp4"]
+        ),
+    )
+    assert re.search(
+        r"--out=.*a\.avi", cli_error(["walk", "--config", TINY, "--out", tmp_path / "a.avi"])
+    )
+    assert re.search(
+        r"\.ply or \.obj", cli_error(["mesh", "--config", TINY, "--out", tmp_path / "a.stl"])
+    )
     with pytest.raises(ValueError, match="--yaw='10'"):
-        cli_outputs.parse_yaw_range("10", 4)
-    np.testing.assert_allclose(np.degrees(cli_outputs.parse_yaw_range("-180:180", 4)),
+        frames.parse_yaw_range("10", 4)
+    np.testing.assert_allclose(np.degrees(frames.parse_yaw_range("-180:180", 4)),
                                [-180, -90, 0, 90], atol=1e-4)  # fmt: skip
-    np.testing.assert_allclose(np.degrees(cli_outputs.parse_yaw_range("-30:30", 3)),
+    np.testing.assert_allclose(np.degrees(frames.parse_yaw_range("-30:30", 3)),
                                [-30, 0, 30], atol=1e-4)  # fmt: skip

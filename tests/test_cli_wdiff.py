@@ -59,7 +59,7 @@ def test_pairs_file(runs):
     from styleavatar_jax import sampling
     from styleavatar_jax.wdiff.pairs import front_label
 
-    cfg, G, g_vars = cli.cli_wdiff.load_gan(str(gan))
+    cfg, G, g_vars = checkpoint.load_generator(str(gan), None, [], "--gan")
     z = sampling.z_from_seeds([3], G.cfg.z_dim)
     ws = G.apply(g_vars, z, front_label(cfg.camera.to_dict()), method=G.mapping)
     np.testing.assert_allclose(w[3], ws[0, 0], rtol=1e-5, atol=1e-6)

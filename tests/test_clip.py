@@ -18,7 +18,7 @@ from styleavatar_jax.convert import clip as clip_convert  # noqa: E402
 from styleavatar_jax.convert.clip import load_clip, load_tokenizer  # noqa: E402
 
 # Dozens of tiny programs: compile time dominates (semantics unchanged).
-pytestmark = pytest.mark.usefixtures("quick_compiles")
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 # A few of OpenAI's first merges, so BPE joins pieces (the, and, in, ing, of, photo).
 MERGES = [

@@ -84,7 +84,7 @@ def _state_dict_npz(tmp_path, edit=None):
 
 def test_state_dict_with_config_equals_pickle(tmp_path, converted):
     _, ref, _ = converted
-    from styleavatar_jax.cli import load_config_file
+    from styleavatar_jax.typed_config import load_config_file
 
     cfg = load_config_file("configs/eg3d_ffhq512.py:tiny")
     out_cfg, nets, _ = convert_state_dict(_state_dict_npz(tmp_path), cfg)

@@ -12,7 +12,7 @@ nn, F = torch.nn, torch.nn.functional
 from styleavatar_jax import sampling  # noqa: E402
 from styleavatar_jax.convert import inception as conv  # noqa: E402
 from styleavatar_jax.eval import fid  # noqa: E402
-from styleavatar_jax.eval import inception as inc  # noqa: E402
+from styleavatar_jax.models import inception as inc  # noqa: E402
 
 
 # ------------------------------------------------------------ the reference, in torch.nn

@@ -25,7 +25,7 @@ from .test_resample import conv2d_resample_ref
 
 FIR = setup_filter([1, 3, 3, 1])
 
-pytestmark = pytest.mark.usefixtures("quick_compiles")
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def jitted(fn, *arrays, **static):

@@ -16,7 +16,7 @@ from styleavatar_jax.train import losses
 
 from .conftest import rand
 
-pytestmark = pytest.mark.usefixtures("quick_compiles")
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 # Static σ: one program per σ; jitted so the taps are not dispatched one op at a time.
 blur_static = jax.jit(losses.blur_images, static_argnums=1)

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from styleavatar_jax import typed_config
-from styleavatar_jax.cli import load_config_file
 from styleavatar_jax.convert import eg3d
 from styleavatar_jax.models.mapping import MappingNetwork
 from styleavatar_jax.models.superres import SR_SPECS, SuperResolution
 from styleavatar_jax.models.synthesis import SynthesisNetwork
 from styleavatar_jax.models.triplane import GeneratorConfig, TriPlaneGenerator
+from styleavatar_jax.typed_config import load_config_file
 
 from .conftest import FIXTURES
 

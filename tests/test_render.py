@@ -27,7 +27,7 @@ from styleavatar_jax.render.sampling import (
 
 from .conftest import rand
 
-pytestmark = pytest.mark.usefixtures("quick_compiles")
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def softplus(x):

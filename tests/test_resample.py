@@ -23,7 +23,7 @@ from styleavatar_jax.nn.resample import (
 
 from .conftest import rand
 
-pytestmark = pytest.mark.usefixtures("quick_compiles")
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 # ---------------------------------------------------------------------------------------

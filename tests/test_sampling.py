@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from styleavatar_jax import cameras, sampling, typed_config
-from styleavatar_jax.cli import load_config_file, main
+from styleavatar_jax.cli import main
 from styleavatar_jax.models.triplane import TriPlaneGenerator, init_variables
+from styleavatar_jax.typed_config import load_config_file
 
 NEURAL_RES = 16  # small renders keep this CPU test fast; SR still upsamples to 128
 

@@ -11,9 +11,9 @@ import pytest
 from jax.sharding import Mesh
 
 from styleavatar_jax import cameras, checkpoint
-from styleavatar_jax.cli import load_config_file
 from styleavatar_jax.data.eg3d_format import EG3DWriter
 from styleavatar_jax.train import loop
+from styleavatar_jax.typed_config import load_config_file
 
 
 @pytest.fixture(scope="module", autouse=True)

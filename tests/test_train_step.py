@@ -11,10 +11,10 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from styleavatar_jax import cameras
-from styleavatar_jax.cli import load_config_file
 from styleavatar_jax.train import step as train_step
 from styleavatar_jax.train.config import training_configs
 from styleavatar_jax.train.state import init_state, make_networks
+from styleavatar_jax.typed_config import load_config_file
 
 # Float32 on XLA:CPU: GSPMD's cross-device sums (the gradient all-reduce, minibatch-std,
 # the batch means) add in another order than one device does, so two steps agree to

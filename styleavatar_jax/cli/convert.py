@@ -1,7 +1,7 @@
 """`convert-eg3d` and `convert-inception` subcommands: official weights -> our formats.
 
-    styleavatar-jax convert-eg3d SNAPSHOT.pkl OUT_DIR [--check IO.npz] [--config FILE]
-    styleavatar-jax convert-inception pt_inception-2015-12-05-6726825d.pth inception.npz
+styleavatar-jax convert-eg3d SNAPSHOT.pkl OUT_DIR [--check IO.npz] [--config FILE]
+styleavatar-jax convert-inception pt_inception-2015-12-05-6726825d.pth inception.npz
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--config", help="architecture for a state dict: configs/NAME.py[:arg]")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     p.set_defaults(fn=cmd_convert)
-
 
     p = sub.add_parser("convert-inception", help="pytorch-fid Inception .pth -> .npz (no torch)")
     p.add_argument("src", help="pt_inception-2015-12-05-6726825d.pth")

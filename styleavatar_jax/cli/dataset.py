@@ -1,4 +1,4 @@
-"""Dataset subcommands of `styleavatar-jax` (registered by cli.py).
+"""Dataset subcommands of `styleavatar-jax`.
 
 make-dataset mannequin --num-ids 500 --views-per-id 16 --res 128 --out DIR
 dataset-info DIR [--plot cameras.png] [--strict]
@@ -10,21 +10,12 @@ mirror-dataset SRC [DEST]
 from __future__ import annotations
 
 import argparse
-import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-_RANGE = re.compile(r"\s*([-+]?\d+(?:\.\d*)?)\s*:\s*([-+]?\d+(?:\.\d*)?)\s*")
-
-
-def parse_range(text: str, flag: str) -> tuple[float, float]:
-    """'MIN:MAX' (degrees) -> (MIN, MAX)."""
-    m = _RANGE.fullmatch(text)
-    if not m:
-        raise ValueError(f"{flag}={text!r}: expected MIN:MAX in degrees, e.g. -30:30")
-    return float(m[1]), float(m[2])
+from styleavatar_jax.cameras import parse_range
 
 
 def cmd_make_dataset(args, overrides) -> int:

@@ -25,16 +25,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from styleavatar_jax import sampling
-from styleavatar_jax.cli import load_config_file
 from styleavatar_jax.data.formats import open_dataset
 from styleavatar_jax.eval.swd import swd
 from styleavatar_jax.export.grid import image_grid, to_uint8, write_png
 from styleavatar_jax.export.video import write_gif
 from styleavatar_jax.heads.make_mannequin import MannequinDatasetConfig, make_mannequin_dataset
 from styleavatar_jax.render.renderer import draw_uniforms
+from styleavatar_jax.runtime import data_mesh
 from styleavatar_jax.train import loop
 from styleavatar_jax.train.config import training_configs
 from styleavatar_jax.train.state import make_networks
+from styleavatar_jax.typed_config import load_config_file
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.py"
 
@@ -145,7 +146,7 @@ def run_demo(s: DemoSettings, *, fresh: bool = False, overrides: list[str] | Non
     print(f"[train] configs/demo.py -> {run_dir} (at most {s.minutes:g} min; TensorBoard: "
           f"tensorboard --logdir {run_dir / 'tb'})", flush=True)  # fmt: skip
     result = loop.train(cfg, run_dir, max_seconds=s.minutes * 60,
-                        mesh=loop.data_mesh(jax.devices()[:1]), callbacks=[at_start])  # fmt: skip
+                        mesh=data_mesh(jax.devices()[:1]), callbacks=[at_start])  # fmt: skip
     g_ema = jax.device_get(result.state.g_ema)
     measure("end", g_ema)
 

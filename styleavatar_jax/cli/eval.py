@@ -1,9 +1,8 @@
-"""`eval` and `convert-inception` subcommands (registered by cli.py).
+"""`eval` subcommand: a run's metrics.
 
     styleavatar-jax eval --ckpt RUN --metrics fid50k,kid50k,swd,consistency
         --inception pt_inception-2015-12-05-6726825d.pth [--data DIR] [--num N] [--batch B]
         [--truncation PSI] [--cameras dataset|random] [--step K] [--devices N]
-    styleavatar-jax convert-inception pt_inception-2015-12-05-6726825d.pth inception.npz
 
 `eval` writes RUN/metrics-<step>.json (atomically) and prints it. FID/KID need
 pytorch-fid's Inception weights (a user-given file; nothing is downloaded); swd and
@@ -47,11 +46,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_eval)
 
-    p = sub.add_parser("convert-inception", help="pytorch-fid Inception .pth -> .npz (no torch)")
-    p.add_argument("src", help="pt_inception-2015-12-05-6726825d.pth")
-    p.add_argument("out", help="output .npz")
-    p.set_defaults(fn=cmd_convert_inception)
-
 
 def cmd_eval(args, overrides) -> int:
     from styleavatar_jax import checkpoint, sampling, typed_config
@@ -84,7 +78,7 @@ def cmd_eval(args, overrides) -> int:
     data = args.data or (cfg.data.path if "data" in cfg else None)
     if not data:
         raise ValueError(f"--data: not given and {run}/config.json has no data.path")
-    step = args.step if args.step is not None else ev.latest_step(run)
+    step = args.step if args.step is not None else checkpoint.latest_step(run)
     G = TriPlaneGenerator(typed_config.generator_config(cfg.model.generator))
     variables = checkpoint.load_networks(run, ["G_ema"], step=step)["G_ema"]
     mesh = sampling.make_mesh(args.devices)
@@ -103,14 +97,4 @@ def cmd_eval(args, overrides) -> int:
     out = ev.write_result(Path(args.out) if args.out else ev.metrics_path(run, step), result)
     print(json.dumps(result, indent=2, default=str))
     print(f"wrote {out}")
-    return 0
-
-
-def cmd_convert_inception(args, overrides) -> int:
-    from styleavatar_jax.convert.inception import load_inception, save_npz
-
-    src = Path(args.src)
-    variables = load_inception(src, flag="convert-inception SRC")
-    out = save_npz(variables, args.out)
-    print(f"read {src}; wrote {out}")
     return 0

@@ -54,7 +54,7 @@ def add_parsers(sub) -> None:
 
 def cmd_invert(args, overrides) -> int:
     from styleavatar_jax import checkpoint, files
-    from styleavatar_jax.cli import load_generator
+    from styleavatar_jax.checkpoint import load_generator
     from styleavatar_jax.export import grid, video
     from styleavatar_jax.invert import images
     from styleavatar_jax.invert import inversion as invert

@@ -16,12 +16,12 @@ said so.
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import numpy as np
 
-_YAW = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*:\s*(-?\d+(?:\.\d+)?)\s*")
+from styleavatar_jax.checkpoint import load_generator
+from styleavatar_jax.cli.args import generator_flags, parse_kinds, truncation_psi
 
 
 def add_parsers(sub) -> None:
@@ -65,11 +65,7 @@ def add_parsers(sub) -> None:
 
 
 def _common(p: argparse.ArgumentParser, *, batch: bool = True, fps: bool = True) -> None:
-    p.add_argument("--ckpt", help="run directory (convert-eg3d or train output)")
-    p.add_argument("--config", help="configs/NAME.py[:arg]: randomly initialised G (smoke tests)")
-    p.add_argument("--truncation", type=float, help="psi (default: config sample.truncation_psi)")
-    p.add_argument("--neural-res", type=int, help="neural rendering resolution (default: config)")
-    p.add_argument("--devices", type=int, help="use the first N local devices (default: all)")
+    generator_flags(p)
     if batch:
         p.add_argument("--batch", type=int, default=8,
                        help="frames per compiled call (a multiple of the devices)")  # fmt: skip
@@ -77,49 +73,12 @@ def _common(p: argparse.ArgumentParser, *, batch: bool = True, fps: bool = True)
         p.add_argument("--fps", type=float, default=24.0)
 
 
-def load_generator(args, overrides, command: str):
-    """--ckpt DIR or --config FILE -> (cfg, G, variables), as `sample` does."""
-    from styleavatar_jax.cli import load_generator as load
-
-    return load(args.ckpt, args.config, overrides, command)
-
-
-def parse_yaw_range(spec: str, frames: int, flag: str = "--yaw") -> np.ndarray:
-    """'A:B' degrees, frames -> yaw [frames] radians; B is left out for a whole number of
-    turns (so the video loops), included otherwise."""
-    m = _YAW.fullmatch(spec)
-    if not m:
-        raise ValueError(f"{flag}={spec!r}: expected A:B in degrees, e.g. -180:180")
-    if frames < 1:
-        raise ValueError(f"--frames={frames}: expected at least 1")
-    a, b = float(m[1]), float(m[2])
-    closed = a == b or abs(b - a) % 360 != 0
-    return np.radians(np.linspace(a, b, frames, endpoint=closed)).astype(np.float32)
-
-
-def _kinds(spec: str) -> list[str]:
-    from styleavatar_jax.export.frames import KINDS
-
-    kinds = [k.strip() for k in spec.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in KINDS]
-    if not kinds or bad:
-        raise ValueError(f"--kinds={spec!r}: expected a comma-separated subset of {KINDS}")
-    return kinds
-
-
 def _latents(cfg, G, variables, seeds, psi):
     """seeds -> truncated ws [S, L, w] (frontal conditioning, as sample)."""
-    from styleavatar_jax import sampling
     from styleavatar_jax.export import frames
 
-    z = sampling.z_from_seeds(seeds, G.cfg.z_dim)
-    c = sampling.view_labels(np.zeros(len(seeds)), np.zeros(len(seeds)), cfg.camera.to_dict())
-    ws = np.asarray(frames.make_mapping_fn(G)(variables, z, c))
-    return frames.truncate(ws, frames.w_avg_of(variables), psi, cfg.sample.truncation_cutoff)
-
-
-def _psi(args, cfg) -> float:
-    return float(cfg.sample.truncation_psi if args.truncation is None else args.truncation)
+    return frames.seed_ws(G, variables, seeds, cfg.camera.to_dict(), psi,
+                          cfg.sample.truncation_cutoff)  # fmt: skip
 
 
 def _settings(args, cfg, kinds):
@@ -150,13 +109,13 @@ def cmd_video(args, overrides) -> int:
     from styleavatar_jax.export import frames, video
 
     video.resolve_video_path(args.out, True)  # bad suffix: fail before rendering
-    kinds = _kinds(args.kinds)
-    cfg, G, variables = load_generator(args, overrides, "video")
+    kinds = parse_kinds(args.kinds)
+    cfg, G, variables = load_generator(args.ckpt, args.config, overrides, "video")
     seeds = sampling.parse_seeds(args.seeds)
-    yaw = parse_yaw_range(args.yaw, args.frames)
+    yaw = frames.parse_yaw_range(args.yaw, args.frames)
     c_frames = sampling.view_labels(yaw, np.full_like(yaw, np.radians(args.pitch)),
                                     cfg.camera.to_dict())  # fmt: skip
-    ws = _latents(cfg, G, variables, seeds, _psi(args, cfg))
+    ws = _latents(cfg, G, variables, seeds, truncation_psi(args, cfg))
     settings = _settings(args, cfg, kinds)
     mesh = sampling.make_mesh(args.devices)
     out = frames.render_orbit(G, variables, ws, c_frames, settings, mesh=mesh,
@@ -175,10 +134,10 @@ def cmd_walk(args, overrides) -> int:
     from styleavatar_jax.export import frames, video, walks
 
     video.resolve_video_path(args.out, True)
-    kinds = _kinds(args.kinds)
-    cfg, G, variables = load_generator(args, overrides, "walk")
+    kinds = parse_kinds(args.kinds)
+    cfg, G, variables = load_generator(args.ckpt, args.config, overrides, "walk")
     seeds = sampling.parse_seeds(args.seeds)
-    psi, cutoff = _psi(args, cfg), cfg.sample.truncation_cutoff
+    psi, cutoff = truncation_psi(args, cfg), cfg.sample.truncation_cutoff
     w_avg = frames.w_avg_of(variables)
     if args.truncation_sweep:
         psis = walks.parse_sweep(args.truncation_sweep)
@@ -216,10 +175,10 @@ def cmd_mesh(args, overrides) -> int:
         raise ValueError(f"--out={out}: expected a file ending in .ply or .obj")
     if args.res < 2 or args.chunk < 1:
         raise ValueError(f"--res={args.res} --chunk={args.chunk}: expected res >= 2, chunk >= 1")
-    cfg, G, variables = load_generator(args, overrides, "mesh")
+    cfg, G, variables = load_generator(args.ckpt, args.config, overrides, "mesh")
     dev = sampling.make_mesh(args.devices)
     chunk = -(-args.chunk // dev.size) * dev.size  # a multiple of the devices
-    ws = _latents(cfg, G, variables, [args.seed], _psi(args, cfg))
+    ws = _latents(cfg, G, variables, [args.seed], truncation_psi(args, cfg))
     planes_fn = frames.make_planes_fn(G, cfg.sample.noise_mode, dev)
     ws_rep = np.broadcast_to(ws, (dev.size, *ws.shape[1:]))
     planes = jax.device_get(planes_fn(variables, ws_rep, jax.random.key(0)))[:1]

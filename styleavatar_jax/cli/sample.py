@@ -1,6 +1,6 @@
 """`sample` subcommand: JIT batch sampling of multi-view grids and the ws.
 
-    styleavatar-jax sample --ckpt DIR --seeds 0-63 --batch 32 --views yaw=-180:180:8 --out DIR
+styleavatar-jax sample --ckpt DIR --seeds 0-63 --batch 32 --views yaw=-180:180:8 --out DIR
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from styleavatar_jax.checkpoint import load_generator
+from styleavatar_jax.cli.args import generator_flags
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("sample", help="JIT batch sampling: multi-view PNG grids and the ws")
-    p.add_argument("--ckpt", help="run directory (convert-eg3d or train output)")
-    p.add_argument("--config", help="configs/NAME.py[:arg]: randomly initialised G (smoke tests)")
+    generator_flags(p)
     p.add_argument("--seeds", default="0-7", help="e.g. 0-63 or 1,5,9")
     p.add_argument(
         "--batch", type=int, default=8, help="seeds per compiled batch (multiple of devices)"
@@ -24,10 +24,7 @@ def add_parsers(sub) -> None:
         "--views", default="yaw=-180:180:8", help="yaw=A:B:N or yaw=Y1,Y2;pitch=... (degrees)"
     )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--truncation", type=float, help="psi (default: config sample.truncation_psi)")
-    p.add_argument("--neural-res", type=int, help="neural rendering resolution (default: config)")
     p.add_argument("--noise-mode", choices=("const", "random", "none"), help="backbone noise")
-    p.add_argument("--devices", type=int, help="use the first N local devices (default: all)")
     p.set_defaults(fn=cmd_sample)
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from styleavatar_jax.typed_config import load_config_file
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="train a tri-plane GAN (EG3D / StyleAvatar3D)")
@@ -39,8 +41,8 @@ def cmd_train(args, overrides) -> int:
 
     if args.distributed:
         jax.distributed.initialize()
-    from styleavatar_jax.cli import load_config_file
     from styleavatar_jax.train import loop
+    from styleavatar_jax.train.metrics import metric_callbacks
 
     cfg = load_config_file(args.config, overrides)
     if args.init_from and not Path(args.init_from).is_file():
@@ -57,28 +59,8 @@ def cmd_train(args, overrides) -> int:
     return 0
 
 
-def metric_callbacks(cfg, workdir) -> list:
-    """config.eval -> [a callback running its metrics every eval.every_kimg] (or [])."""
-    ev = cfg.get("eval")
-    if ev is None or not ev.metrics or ev.every_kimg <= 0:
-        return []
-    from styleavatar_jax.eval.in_training import make_metric_callback
-    from styleavatar_jax.models.triplane import TriPlaneGenerator
-    from styleavatar_jax.train.config import training_configs
-    from styleavatar_jax.train.step import schedule_at
-
-    tc = training_configs(cfg)
-    batch = tc.train.batch_size
-    return [make_metric_callback(
-        TriPlaneGenerator(tc.generator), workdir=workdir, data=tc.data_path,
-        every_kimg=float(ev.every_kimg), batch_size=batch, camera=cfg.camera.to_dict(),
-        neural_res=lambda step: schedule_at(tc.train, step * batch)[1], metrics=ev.metrics,
-        num=int(ev.num) or None, inception=ev.inception or None, eval_batch=int(ev.batch),
-    )]  # fmt: skip
-
-
 def cmd_demo(args, overrides) -> int:
-    from styleavatar_jax.demo import DemoSettings, run_demo
+    from styleavatar_jax.cli.demo import DemoSettings, run_demo
 
     run_demo(DemoSettings(out=Path(args.out), minutes=args.minutes), fresh=args.fresh,
              overrides=overrides)  # fmt: skip

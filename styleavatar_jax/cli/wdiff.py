@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from styleavatar_jax.checkpoint import load_generator
+from styleavatar_jax.typed_config import load_config_file
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("wdiff-data", help="(w, CLIP embedding) pairs from a trained GAN")
@@ -73,13 +76,6 @@ def _common(p) -> None:
     p.add_argument("--devices", type=int, help="use the first N local devices (default: all)")
 
 
-def load_gan(run_dir: str):
-    """-> (config, G, G_ema variables) of a GAN run directory."""
-    from styleavatar_jax.cli import load_generator
-
-    return load_generator(run_dir, None, [], "--gan")
-
-
 def cmd_data(args, overrides) -> int:
     from styleavatar_jax import sampling
     from styleavatar_jax.convert.clip import load_clip
@@ -91,7 +87,7 @@ def cmd_data(args, overrides) -> int:
     if out.suffix != ".npz":
         raise ValueError(f"--out {out}: expected a .npz file name")
     clip = load_clip(args.clip)  # fails before the GAN loads if the path is wrong
-    cfg, G, g_vars = load_gan(args.gan)
+    cfg, G, g_vars = load_generator(args.gan, None, [], "--gan")
     mesh = sampling.make_mesh(args.devices)
     neural_res = args.neural_res or int(cfg.model.neural_res)
     t0 = time.perf_counter()
@@ -128,7 +124,6 @@ def _clip_ref(path_or_id: str) -> str:
 
 
 def cmd_train(args, overrides) -> int:
-    from styleavatar_jax.cli import load_config_file
     from styleavatar_jax.wdiff import train
 
     cfg = load_config_file(args.config, overrides)
@@ -152,7 +147,7 @@ def _setup(args):
     from styleavatar_jax.wdiff import train
 
     wd = train.load_wdiff(args.wdiff)
-    cfg, G, g_vars = load_gan(args.gan)
+    cfg, G, g_vars = load_generator(args.gan, None, [], "--gan")
     if G.cfg.w_dim != wd.cfg.w_dim:
         raise ValueError(
             f"--gan {args.gan} has w_dim={G.cfg.w_dim} but --wdiff {args.wdiff} "

@@ -23,8 +23,8 @@ import jax
 import numpy as np
 
 from styleavatar_jax.convert import safe_pickle
-from styleavatar_jax.eval import inception
 from styleavatar_jax.files import write_npz
+from styleavatar_jax.models import inception
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = (

@@ -45,20 +45,28 @@ def epoch_flips(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, 1]).random(n) < 0.5
 
 
+def stream_take(n: int, batch_size: int, step: int, per_epoch) -> np.ndarray:
+    """Row j of global batch `step` -> per_epoch(e)[p], where s = step * B + j and e, p =
+    divmod(s, n) (module docstring): [B], the dtype of per_epoch's arrays."""
+    s = step * batch_size + np.arange(batch_size, dtype=np.int64)
+    epoch, pos = np.divmod(s, n)
+    out = None
+    for e in np.unique(epoch):
+        rows = epoch == e
+        values = per_epoch(int(e))
+        out = np.empty(batch_size, values.dtype) if out is None else out
+        out[rows] = values[pos[rows]]
+    return out
+
+
 def batch_plan(
     n: int, batch_size: int, seed: int, step: int, flip: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Global batch `step` -> image indices int64 [B], flipped bool [B] (module docstring)."""
-    s = step * batch_size + np.arange(batch_size, dtype=np.int64)
-    epoch, pos = np.divmod(s, n)
-    index = np.empty(batch_size, np.int64)
-    flipped = np.zeros(batch_size, bool)
-    for e in np.unique(epoch):
-        rows = epoch == e
-        index[rows] = epoch_permutation(n, seed, int(e))[pos[rows]]
-        if flip:
-            flipped[rows] = epoch_flips(n, seed, int(e))[pos[rows]]
-    return index, flipped
+    index = stream_take(n, batch_size, step, lambda e: epoch_permutation(n, seed, e))
+    if not flip:
+        return index, np.zeros(batch_size, bool)
+    return index, stream_take(n, batch_size, step, lambda e: epoch_flips(n, seed, e))
 
 
 def assemble(items: list[dict], flipped: np.ndarray) -> dict[str, np.ndarray]:

@@ -276,15 +276,6 @@ def _fmt(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
 
 
-def latest_step(run_dir: Path) -> int:
-    ckpt = Path(run_dir) / "checkpoints"
-    steps = sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) \
-        if ckpt.is_dir() else []  # fmt: skip
-    if not steps:
-        raise FileNotFoundError(f"{ckpt}: holds no checkpoint step; expected a run directory")
-    return steps[-1]
-
-
 def metrics_path(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / f"metrics-{step}.json"
 

@@ -27,7 +27,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from styleavatar_jax.eval.inception import FEATURES, InceptionV3
+from styleavatar_jax.models.inception import FEATURES, InceptionV3
 
 
 def to_uint8(images) -> np.ndarray:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -27,11 +28,13 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from styleavatar_jax import sampling
 from styleavatar_jax.models.triplane import TriPlaneGenerator
 from styleavatar_jax.render.rays import pixel_rays
 from styleavatar_jax.render.renderer import RenderUniforms, draw_uniforms
 
 KINDS = ("rgb", "depth", "normal")
+_YAW = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*:\s*(-?\d+(?:\.\d+)?)\s*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +138,28 @@ def truncate(ws: np.ndarray, w_avg: np.ndarray, psi, cutoff: int | None) -> np.n
     cut = ws.shape[-2] if cutoff is None else cutoff
     head = w_avg + psi * (ws[..., :cut, :] - w_avg)
     return np.concatenate([head, ws[..., cut:, :]], axis=-2).astype(np.float32)
+
+
+def seed_ws(G: TriPlaneGenerator, variables, seeds, camera: dict, psi: float,
+            cutoff: int | None) -> np.ndarray:  # fmt: skip
+    """seeds -> truncated ws [S, L, w] (frontal conditioning, as `sample`)."""
+    z = sampling.z_from_seeds(seeds, G.cfg.z_dim)
+    c = sampling.view_labels(np.zeros(len(seeds)), np.zeros(len(seeds)), camera)
+    ws = np.asarray(make_mapping_fn(G)(variables, z, c))
+    return truncate(ws, w_avg_of(variables), psi, cutoff)
+
+
+def parse_yaw_range(spec: str, frames: int, flag: str = "--yaw") -> np.ndarray:
+    """'A:B' degrees, frames -> yaw [frames] radians; B is left out for a whole number of
+    turns (so the video loops), included otherwise."""
+    m = _YAW.fullmatch(spec)
+    if not m:
+        raise ValueError(f"{flag}={spec!r}: expected A:B in degrees, e.g. -180:180")
+    if frames < 1:
+        raise ValueError(f"--frames={frames}: expected at least 1")
+    a, b = float(m[1]), float(m[2])
+    closed = a == b or abs(b - a) % 360 != 0
+    return np.radians(np.linspace(a, b, frames, endpoint=closed)).astype(np.float32)
 
 
 def w_avg_of(variables) -> np.ndarray:

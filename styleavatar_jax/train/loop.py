@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import jax
@@ -37,7 +35,7 @@ from styleavatar_jax.data.formats import open_dataset
 from styleavatar_jax.data.pipeline import InputPipeline
 from styleavatar_jax.data.source import ImageSource
 from styleavatar_jax.export.grid import image_grid, to_uint8, write_png
-from styleavatar_jax.files import write_atomic
+from styleavatar_jax.runtime import Deadline, StopOnSignal, TrainingDiverged, TrainLog, data_mesh
 from styleavatar_jax.train.config import TrainingConfigs, training_configs
 from styleavatar_jax.train.state import Networks, TrainState, init_state, make_networks
 from styleavatar_jax.train.step import Trainer, phases_at, schedule_at
@@ -45,10 +43,6 @@ from styleavatar_jax.train.step import Trainer, phases_at, schedule_at
 # Config sections that define the math of a run: a resume must not change them.
 FROZEN_SECTIONS = ("seed", "model.generator", "model.discriminator", "train", "pose", "data.flip")
 RESUMABLE = ("train.total_kimg",)  # may change on --resume (as run.* may)
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss or parameter became NaN/Inf; the last checkpoint on disk is the last good one."""
 
 
 @dataclasses.dataclass
@@ -60,56 +54,8 @@ class RunResult:
     workdir: Path
 
 
-def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """All devices (of all hosts) on one 'data' axis."""
-    return Mesh(np.array(list(devices or jax.devices())), ("data",))
-
-
 # ---------------------------------------------------------------------------------------
 # Run directory
-
-
-def _flat(cfg: ml_collections.ConfigDict, section: str) -> dict:
-    """cfg's `section` ('train', 'data.flip', ...) as {'section.a.b': leaf}."""
-    node = cfg
-    for part in section.split("."):
-        node = node[part]
-    return _leaves(node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node, section)
-
-
-def _leaves(value, prefix: str) -> dict:
-    if not isinstance(value, dict):
-        return {prefix: value}
-    return {k: v for key, sub in value.items() for k, v in _leaves(sub, f"{prefix}.{key}").items()}
-
-
-def _norm(v):
-    return [_norm(x) for x in v] if isinstance(v, list | tuple) else v
-
-
-def config_differences(saved: ml_collections.ConfigDict, given: ml_collections.ConfigDict,
-                       sections: Sequence[str] = FROZEN_SECTIONS,
-                       resumable: Sequence[str] = RESUMABLE) -> list[str]:  # fmt: skip
-    """['config.train.lr_d: 0.002 in the run, 0.003 given', ...] over `sections`, except the
-    `resumable` leaves."""
-    out = []
-    for section in sections:
-        try:
-            a, b = _flat(saved, section), _flat(given, section)
-        except (KeyError, AttributeError):
-            out.append(f"config.{section}: missing in one of the two configs")
-            continue
-        for k in sorted(set(a) | set(b)):
-            if k in resumable:
-                continue
-            if _norm(a.get(k)) != _norm(b.get(k)):
-                out.append(f"config.{k}: {a.get(k)!r} in the run, {b.get(k)!r} given")
-    return out
-
-
-def write_config(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
-    text = cfg.to_json_best_effort(indent=2, sort_keys=True)
-    write_atomic(workdir / checkpoint.CONFIG_FILE, lambda f: f.write(text.encode()))
 
 
 def check_dataset(source: ImageSource, tc: TrainingConfigs) -> None:
@@ -133,11 +79,6 @@ def check_dataset(source: ImageSource, tc: TrainingConfigs) -> None:
 
 # ---------------------------------------------------------------------------------------
 # Checkpoints
-
-
-def _manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(workdir / checkpoint.CHECKPOINTS, options=options)
 
 
 def save_state(mngr: ocp.CheckpointManager, state: TrainState, meta: dict) -> None:
@@ -235,68 +176,6 @@ def snapshot_images(nets: Networks, g_vars, cfg: ml_collections.ConfigDict, tc: 
     return image_grid(to_uint8(np.concatenate(rows)))
 
 
-class TrainLog:
-    """TensorBoard (tensorboardX, process 0 only) + a tqdm bar counting `unit`s (kimg)."""
-
-    def __init__(self, workdir: Path, total: float, done: float, progress: bool,
-                 unit: str = "kimg"):  # fmt: skip
-        self.main = jax.process_index() == 0
-        self.writer = None
-        if self.main:
-            from tensorboardX import SummaryWriter
-
-            self.writer = SummaryWriter(str(workdir / "tb"))
-        self.bar = None
-        if progress and self.main:
-            from tqdm import tqdm
-
-            n = "{n:.3f}/{total:.3f}" if unit == "kimg" else "{n:.0f}/{total:.0f}"
-            self.bar = tqdm(total=round(total, 3), initial=round(done, 3), unit=unit,
-                            bar_format="{l_bar}{bar}| " + n + f" {unit} "
-                                       "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")  # fmt: skip
-
-    def scalars(self, metrics: dict, step: int, nimg: int, extra: dict) -> None:
-        if self.writer is not None:
-            for k, v in {**metrics, **extra}.items():
-                self.writer.add_scalar(k, float(np.mean(v)), step)
-        if self.bar is not None:
-            shown = {k.split("/")[0][0] + k.split("/")[1][:4]: float(np.mean(v))
-                     for k, v in metrics.items() if k.endswith("loss")}  # fmt: skip
-            self.bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()}, refresh=False)
-
-    def advance(self, amount: float) -> None:
-        if self.bar is not None:
-            self.bar.update(round(amount, 6))
-
-    def image(self, tag: str, image: np.ndarray, step: int) -> None:
-        if self.writer is not None:
-            self.writer.add_image(tag, image, step, dataformats="HWC")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.writer is not None:
-            self.writer.close()
-
-
-class StopOnSignal:
-    """SIGTERM/SIGINT set a flag (main thread only); the previous handlers come back after."""
-
-    def __init__(self):
-        self.flag = threading.Event()
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, lambda *_: self.flag.set())
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 # ---------------------------------------------------------------------------------------
 # The loop
 
@@ -352,136 +231,178 @@ def train(
     callbacks(step, state, metrics) run once before the first step (metrics {}) and after
     every step; the state they see is donated to the next step, so use it right away."""
     tc = training_configs(cfg)
-    t = tc.train
     workdir = Path(workdir).absolute()
-    if not tc.data_path:
-        raise ValueError("config.data.path is empty: pass --config.data.path=DATASET "
-                         "(an EG3D folder or zip, or a tfds directory)")  # fmt: skip
-    mngr_dir = workdir / checkpoint.CHECKPOINTS
-    existing = sorted(int(p.name) for p in mngr_dir.iterdir() if p.name.isdigit()) \
-        if mngr_dir.is_dir() else []  # fmt: skip
-    if existing and not resume:
-        raise FileExistsError(
-            f"{workdir} holds a run (checkpoints at steps {existing}): pass --resume to "
-            "continue it, or choose another --workdir"
-        )
-    if existing:
-        diff = config_differences(checkpoint.load_config(workdir), cfg)
-        if diff:
-            raise ValueError(
-                f"--resume: {workdir} was trained with another config:\n  " + "\n  ".join(diff)
-            )
-    if init_from and existing:
-        raise ValueError("--init-from starts a run; it cannot be combined with a resumed one")
-
+    existing = _check_start(cfg, tc, workdir, resume, init_from)
     mesh = mesh or data_mesh()
-    n = mesh.shape["data"]
-    if t.batch_size % (n * t.accum_steps):
-        raise ValueError(
-            f"config.train.batch_size={t.batch_size} must be divisible by the {n} devices × "
-            f"config.train.accum_steps={t.accum_steps}"
-        )
+    _check_batch(tc, mesh)
     source = open_dataset(tc.data_path)
     check_dataset(source, tc)
 
-    nets = make_networks(tc.generator, tc.discriminator, t, tc.pose)
+    nets = make_networks(tc.generator, tc.discriminator, tc.train, tc.pose)
     trainer = Trainer(nets, mesh)
-    key = jax.random.key(tc.seed)
-    init_key, run_key = jax.random.split(key)
-    rep = NamedSharding(mesh, P())
-    if existing:
-        abstract = jax.eval_shape(lambda: init_state(nets, init_key))
-        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
-                              abstract)  # fmt: skip
-    else:
-        state = init_state(nets, init_key)
-        if init_from:
-            state = _init_from(init_from, nets, state)
-        state = trainer.place(state)
-
+    init_key, run_key = jax.random.split(jax.random.key(tc.seed))
+    state = _start_state(nets, trainer, init_key, init_from, mesh, abstract=bool(existing))
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0 and not existing:
-        write_config(workdir, cfg)
-    mngr = _manager(workdir, tc.run.keep_checkpoints)
+        checkpoint.write_config(workdir, cfg)
+    mngr = checkpoint.open_manager(workdir, tc.run.keep_checkpoints)
     if existing:
-        state, meta = restore_state(mngr, existing[-1], target)
+        state, _ = restore_state(mngr, existing[-1], state)
         log(f"resumed {workdir} at step {int(state.step)} ({int(state.nimg) / 1000:.3f} kimg)")
 
-    step, nimg = int(state.step), int(state.nimg)
-    total_steps = math.ceil(t.total_kimg * 1000 / t.batch_size)
-    last_step = total_steps if max_steps is None else min(total_steps, step + max_steps)
+    t = tc.train
+    pos = Position(state, {}, int(state.step), int(state.nimg))
     pipeline = InputPipeline(source, t.batch_size, seed=tc.seed, flip=tc.flip, mesh=mesh,
                              threads=tc.run.workers)  # fmt: skip
-    logger = TrainLog(workdir, t.total_kimg, nimg / 1000, progress)
-    ckpt_every = max(1, round(tc.run.checkpoint_kimg * 1000 / t.batch_size))
-    snap_every = round(tc.run.snapshot_kimg * 1000 / t.batch_size)
-    status = "finished"
-    metrics: dict = {}
-
-    def meta() -> dict:
-        # The data position is the step: InputPipeline.batch_at(step) (module docstring).
-        return {"step": int(state.step), "nimg": int(state.nimg), "seed": tc.seed}
-
-    def save():
-        _check_finite(state, jax.device_get(metrics), step, workdir)
-        if step not in mngr.all_steps():
-            save_state(mngr, state, meta())
-
-    def snapshot(neural_res):
-        if jax.process_index() == 0 and tc.run.snapshot_seeds and tc.run.snapshot_yaws:
-            grid = snapshot_images(nets, state.g_ema, cfg, tc, neural_res, mesh)
-            write_png(workdir / "snapshots" / f"{nimg / 1000:09.3f}kimg.png", grid)
-            logger.image("G_ema", grid, step)
-
+    logger = TrainLog(workdir, t.total_kimg, pos.nimg / 1000, progress)
+    run = Run(cfg, tc, nets, trainer, mesh, workdir, mngr, logger, run_key, log)
     try:
-        with StopOnSignal() as stop, pipeline.iterate(step) as batches:
-            tick, tick_nimg = time.perf_counter(), nimg
-            deadline = None if max_seconds is None else time.perf_counter() + max_seconds
-            neural_res = schedule_at(t, nimg)[1]
-            if step == 0 and snap_every:
-                snapshot(neural_res)
-            for cb in callbacks:
-                cb(step, state, {})
-            while step < last_step:
-                batch = next(batches)
-                batch = {"image": batch["image"], "label": batch["label"]}
-                sched, neural_res = schedule_at(t, nimg)
-                phases = phases_at(t, step)
-                state, metrics = trainer.step(
-                    state, batch, run_key, sched, phases=phases, neural_res=neural_res
-                )
-                step, nimg = step + 1, nimg + t.batch_size
-                for cb in callbacks:
-                    cb(step, state, metrics)
-                timeout = deadline is not None and time.perf_counter() > deadline
-                done = step == last_step or stop.flag.is_set() or timeout
-                if step % tc.run.log_steps == 0 or done:
-                    host = jax.device_get(metrics)
-                    _check_finite(state, host, step, workdir)
-                    now = time.perf_counter()
-                    rate = (nimg - tick_nimg) / 1000 / max(now - tick, 1e-9)
-                    tick, tick_nimg = now, nimg
-                    extra = {"Progress/kimg": nimg / 1000, "Progress/kimg_per_s": rate,
-                             "Progress/blur_sigma": float(sched["blur_sigma"]),
-                             "Progress/neural_res": neural_res,
-                             "Progress/lr_g": t.lr_g, "Progress/lr_d": t.lr_d}  # fmt: skip
-                    logger.scalars(host, step, nimg, extra)
-                logger.advance(t.batch_size / 1000)
-                if step % ckpt_every == 0 or done:
-                    save()
-                if snap_every and (step % snap_every == 0 or step == total_steps):
-                    snapshot(neural_res)
-                if stop.flag.is_set():
-                    status = "interrupted"
-                    log(f"\nstopped by a signal at step {step}; saved {mngr_dir / str(step)}")
-                    break
-                if timeout:
-                    break
-            if status == "finished" and step < total_steps:
-                status = "stopped"
+        with StopOnSignal() as stop, pipeline.iterate(pos.step) as batches:
+            pos, status = _loop(run, pos, batches, stop, Deadline(max_seconds), max_steps,
+                                callbacks)  # fmt: skip
     finally:
         logger.close()
         pipeline.close()
         source.close()
         mngr.close()
-    return RunResult(state, status, step, nimg / 1000, workdir)
+    return RunResult(pos.state, status, pos.step, pos.nimg / 1000, workdir)
+
+
+def _check_start(cfg, tc: TrainingConfigs, workdir: Path, resume: bool,
+                 init_from: str | None) -> list[int]:  # fmt: skip
+    """The run directory and the flags agree -> its checkpoint steps ([]: a fresh start)."""
+    if not tc.data_path:
+        raise ValueError("config.data.path is empty: pass --config.data.path=DATASET "
+                         "(an EG3D folder or zip, or a tfds directory)")  # fmt: skip
+    existing = checkpoint.check_resume(workdir, cfg, resume, FROZEN_SECTIONS, RESUMABLE)
+    if init_from and existing:
+        raise ValueError("--init-from starts a run; it cannot be combined with a resumed one")
+    return existing
+
+
+def _check_batch(tc: TrainingConfigs, mesh: Mesh) -> None:
+    t, n = tc.train, mesh.shape["data"]
+    if t.batch_size % (n * t.accum_steps):
+        raise ValueError(
+            f"config.train.batch_size={t.batch_size} must be divisible by the {n} devices × "
+            f"config.train.accum_steps={t.accum_steps}"
+        )
+
+
+def _start_state(nets: Networks, trainer: Trainer, init_key, init_from: str | None, mesh: Mesh,
+                 *, abstract: bool) -> TrainState:  # fmt: skip
+    """The state a fresh run starts from (placed on the mesh), or, abstract=True, its shapes
+    and shardings for restoring a checkpoint into."""
+    if abstract:
+        rep = NamedSharding(mesh, P())
+        shapes = jax.eval_shape(lambda: init_state(nets, init_key))
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+                            shapes)  # fmt: skip
+    state = init_state(nets, init_key)
+    if init_from:
+        state = _init_from(init_from, nets, state)
+    return trainer.place(state)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What the loop works with and does not change: configs, networks, mesh, outputs."""
+
+    cfg: ml_collections.ConfigDict
+    tc: TrainingConfigs
+    nets: Networks
+    trainer: Trainer
+    mesh: Mesh
+    workdir: Path
+    mngr: ocp.CheckpointManager
+    logger: TrainLog
+    run_key: jax.Array
+    log: Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """Where the loop is: the state after `step` steps (`nimg` images) and its metrics."""
+
+    state: TrainState
+    metrics: dict
+    step: int
+    nimg: int
+
+
+def save(run: Run, pos: Position) -> None:
+    """Checkpoint pos (once per step), after checking it is finite."""
+    _check_finite(pos.state, jax.device_get(pos.metrics), pos.step, run.workdir)
+    if pos.step not in run.mngr.all_steps():
+        # The data position is the step: InputPipeline.batch_at(step) (module docstring).
+        meta = {"step": int(pos.state.step), "nimg": int(pos.state.nimg), "seed": run.tc.seed}
+        save_state(run.mngr, pos.state, meta)
+
+
+def snapshot(run: Run, pos: Position, neural_res: int) -> None:
+    """G_ema's snapshot grid -> WORKDIR/snapshots/<kimg>.png and TensorBoard (process 0)."""
+    tc = run.tc
+    if jax.process_index() == 0 and tc.run.snapshot_seeds and tc.run.snapshot_yaws:
+        grid = snapshot_images(run.nets, pos.state.g_ema, run.cfg, tc, neural_res, run.mesh)
+        write_png(run.workdir / "snapshots" / f"{pos.nimg / 1000:09.3f}kimg.png", grid)
+        run.logger.image("G_ema", grid, pos.step)
+
+
+def _log_scalars(run: Run, pos: Position, sched: dict, neural_res: int, rate: float) -> None:
+    t = run.tc.train
+    host = jax.device_get(pos.metrics)
+    _check_finite(pos.state, host, pos.step, run.workdir)
+    extra = {"Progress/kimg": pos.nimg / 1000, "Progress/kimg_per_s": rate,
+             "Progress/blur_sigma": float(sched["blur_sigma"]),
+             "Progress/neural_res": neural_res,
+             "Progress/lr_g": t.lr_g, "Progress/lr_d": t.lr_d}  # fmt: skip
+    run.logger.scalars(host, pos.step, pos.nimg, extra)
+
+
+def _loop(run: Run, pos: Position, batches: Iterator, stop: StopOnSignal, deadline: Deadline,
+          max_steps: int | None, callbacks) -> tuple[Position, str]:  # fmt: skip
+    """Step until the run's total (or max_steps, the deadline, a signal) -> (pos, status)."""
+    t, r = run.tc.train, run.tc.run
+    total_steps = math.ceil(t.total_kimg * 1000 / t.batch_size)
+    last_step = total_steps if max_steps is None else min(total_steps, pos.step + max_steps)
+    ckpt_every = max(1, round(r.checkpoint_kimg * 1000 / t.batch_size))
+    snap_every = round(r.snapshot_kimg * 1000 / t.batch_size)
+    status = "finished"
+    tick, tick_nimg = time.perf_counter(), pos.nimg
+    neural_res = schedule_at(t, pos.nimg)[1]
+    if pos.step == 0 and snap_every:
+        snapshot(run, pos, neural_res)
+    for cb in callbacks:
+        cb(pos.step, pos.state, {})
+    while pos.step < last_step:
+        batch = next(batches)
+        batch = {"image": batch["image"], "label": batch["label"]}
+        sched, neural_res = schedule_at(t, pos.nimg)
+        phases = phases_at(t, pos.step)
+        state, metrics = run.trainer.step(pos.state, batch, run.run_key, sched, phases=phases,
+                                          neural_res=neural_res)  # fmt: skip
+        pos = Position(state, metrics, pos.step + 1, pos.nimg + t.batch_size)
+        for cb in callbacks:
+            cb(pos.step, pos.state, pos.metrics)
+        timeout = deadline.passed()
+        done = pos.step == last_step or stop.flag.is_set() or timeout
+        if pos.step % r.log_steps == 0 or done:
+            now = time.perf_counter()
+            rate = (pos.nimg - tick_nimg) / 1000 / max(now - tick, 1e-9)
+            tick, tick_nimg = now, pos.nimg
+            _log_scalars(run, pos, sched, neural_res, rate)
+        run.logger.advance(t.batch_size / 1000)
+        if pos.step % ckpt_every == 0 or done:
+            save(run, pos)
+        if snap_every and (pos.step % snap_every == 0 or pos.step == total_steps):
+            snapshot(run, pos, neural_res)
+        if stop.flag.is_set():
+            status = "interrupted"
+            where = run.workdir / checkpoint.CHECKPOINTS / str(pos.step)
+            run.log(f"\nstopped by a signal at step {pos.step}; saved {where}")
+            break
+        if timeout:
+            break
+    if status == "finished" and pos.step < total_steps:
+        status = "stopped"
+    return pos, status

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from pathlib import Path
 
 import flax
@@ -29,15 +28,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from styleavatar_jax import checkpoint
+from styleavatar_jax.data.pipeline import stream_take
 from styleavatar_jax.models.wdiffusion import DenoiserConfig, WDenoiser, init_params
-from styleavatar_jax.train.loop import (
-    StopOnSignal,
-    TrainingDiverged,
-    TrainLog,
-    config_differences,
-    data_mesh,
-    write_config,
-)
+from styleavatar_jax.runtime import Deadline, StopOnSignal, TrainingDiverged, TrainLog, data_mesh
 from styleavatar_jax.wdiff import diffusion as df
 from styleavatar_jax.wdiff import pairs as pairs_lib
 from styleavatar_jax.wdiff.config import (
@@ -144,17 +137,19 @@ def compiled_step(tr: Trainer, mesh: Mesh):
 def batch_indices(n: int, batch: int, step: int, seed: int) -> np.ndarray:
     """Rows (of the n training pairs) of step `step`: positions step·batch … in the
     concatenation of per-epoch permutations rng([seed, epoch]).permutation(n)."""
-    pos = np.arange(step * batch, (step + 1) * batch)
-    out = np.empty(batch, np.int64)
-    for epoch in np.unique(pos // n):
-        sel = pos // n == epoch
-        out[sel] = np.random.default_rng([seed, int(epoch)]).permutation(n)[pos[sel] % n]
-    return out
+    return stream_take(n, batch, step, lambda e: np.random.default_rng([seed, e]).permutation(n))
 
 
-def _manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(workdir / checkpoint.CHECKPOINTS, options=options)
+def save_state(mngr: ocp.CheckpointManager, step: int, state: WDiffState, meta: dict) -> None:
+    """One orbax step (once per step): state and meta (JSON)."""
+    if step not in mngr.all_steps():
+        mngr.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+        )
+        mngr.wait_until_finished()
 
 
 def _meta(pairs: pairs_lib.Pairs, w_dim: int, cond_dim: int) -> dict:
@@ -185,22 +180,7 @@ def train(
     tr = make_trainer(tc, w_dim, cond_dim)
 
     ckpt_dir = workdir / checkpoint.CHECKPOINTS
-    existing = (
-        sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
-        if ckpt_dir.is_dir()
-        else []
-    )
-    if existing and not resume:
-        raise FileExistsError(
-            f"{workdir} holds a run (checkpoints at steps {existing}): pass "
-            "--resume to continue it, or choose another --workdir"
-        )
-    if existing:
-        diff = config_differences(checkpoint.load_config(workdir), cfg, FROZEN_SECTIONS, RESUMABLE)
-        if diff:
-            raise ValueError(
-                f"--resume: {workdir} was trained with another config:\n  " + "\n  ".join(diff)
-            )
+    existing = checkpoint.check_resume(workdir, cfg, resume, FROZEN_SECTIONS, RESUMABLE)
 
     mesh = mesh or data_mesh()
     if t.batch_size % mesh.shape["data"]:
@@ -214,8 +194,8 @@ def train(
     state = init_state(tr, init_key, w_all)
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0 and not existing:
-        write_config(workdir, cfg)
-    mngr = _manager(workdir, tc.run.keep_checkpoints)
+        checkpoint.write_config(workdir, cfg)
+    mngr = checkpoint.open_manager(workdir, tc.run.keep_checkpoints)
     if existing:
         target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
         restored = mngr.restore(
@@ -234,27 +214,17 @@ def train(
     last = t.total_steps if max_steps is None else min(t.total_steps, step + max_steps)
     logger = TrainLog(workdir, t.total_steps, step, progress, unit="step")
     status, metrics = "finished", {}
-
-    def save():
-        if step not in mngr.all_steps():
-            mngr.save(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state),
-                    meta=ocp.args.JsonSave(_meta(pairs, w_dim, cond_dim)),
-                ),
-            )
-            mngr.wait_until_finished()
+    meta = _meta(pairs, w_dim, cond_dim)
 
     try:
         with StopOnSignal() as stop:
-            deadline = None if max_seconds is None else time.perf_counter() + max_seconds
+            deadline = Deadline(max_seconds)
             while step < last:
                 rows = batch_indices(len(w_all), t.batch_size, step, tc.seed)
                 key = jax.random.fold_in(run_key, step)
                 state, metrics = step_fn(state, w_all[rows], c_all[rows], key)
                 step += 1
-                timeout = deadline is not None and time.perf_counter() > deadline
+                timeout = deadline.passed()
                 done = step == last or stop.flag.is_set() or timeout
                 if step % tc.run.log_steps == 0 or done:
                     host = jax.device_get(metrics)
@@ -266,7 +236,7 @@ def train(
                     logger.scalars(host, step, step * t.batch_size, {"Progress/step": step})
                 logger.advance(1)
                 if step % tc.run.checkpoint_steps == 0 or done:
-                    save()
+                    save_state(mngr, step, state, meta)
                 if stop.flag.is_set():
                     status = "interrupted"
                     break
