@@ -1,6 +1,8 @@
 """GAN inversion: a portrait -> camera, w, w+ and (optionally) a fine-tuned tri-plane G.
 
-Stages, each a jitted Adam step run by a Python loop (one compilation per stage shape):
+Stages, each a jitted Adam step run by a Python loop (one compilation per stage shape);
+each returns its lowest-loss iterate (`descend`) and the next starts from it, so the loss
+never rises from one stage to the next:
 
 1. **w**: one w shared by all L layers, starting at the mapping's running mean `w_avg`
    (StyleGAN2's projector, Karras et al. 2020, `projector.py`).
@@ -90,7 +92,7 @@ class InvertSettings:
     steps_wplus: int = 300
     steps_pti: int = 0
     lr_w: float = 0.1  # peak lr in units of w_std (StyleGAN2 projector: 0.1)
-    lr_wplus: float = 0.1
+    lr_wplus: float = 0.01  # per-layer rows: 0.1 overshoots (measured; Image2StyleGAN: 0.01)
     lr_pti: float = 3e-4  # PTI: constant
     lr_rampup: float = 0.05  # fraction of the steps (projector)
     lr_rampdown: float = 0.25
@@ -276,9 +278,39 @@ class Inversion:
     tuned: bool
 
 
-def _log_step(log, name, i, total, m, lr):
+def _log_step(log, name, i, total, m):
     log(f"[{name}] step {i:4d}/{total}  loss {float(m['loss']):.4f}  psnr {float(m['psnr']):.2f} dB"
-        f"  ms-ssim {float(m['ms_ssim']):.4f}  lr {lr:.2e}")  # fmt: skip
+        f"  ms-ssim {float(m['ms_ssim']):.4f}")  # fmt: skip
+
+
+def descend(
+    step: Callable, x0, opt0, total: int, loss_at: Callable[[Any], float], name: str,
+    log: Callable[[str], None] | None = None, log_every: int = 50,
+) -> tuple[Any, np.ndarray, int]:  # fmt: skip
+    """Run `total` steps (x, opt, m) = step(i, x, opt) from x0 and keep the best iterate.
+
+    m["loss"] is the loss at the x the step started from, so the iterates x0 … x_{total−1}
+    are scored for free; the last one is scored by `loss_at`. -> (x of the lowest loss,
+    losses [total] before each step, its index 0 … total). Returning the best iterate, not
+    the last, means a stage never ends worse than it started, whatever the float rounding
+    of the run (an Adam step can overshoot; which one does depends on the CPU and XLA).
+    """
+    x, opt = x0, opt0
+    losses = np.zeros(total, np.float32)
+    best_x, best_loss, best_i = x0, math.inf, 0
+    for i in range(total):
+        x_before = x
+        x, opt, m = step(i, x, opt)
+        losses[i] = float(m["loss"])
+        if losses[i] < best_loss:
+            best_x, best_loss, best_i = x_before, float(losses[i]), i
+        if log and (i % log_every == 0 or i == total - 1):
+            _log_step(log, name, i, total, m)
+    if total == 0 or loss_at(x) < best_loss:
+        best_x, best_i = x, total
+    if log and total:
+        log(f"[{name}] keeping step {best_i} of {total} (the lowest loss)")
+    return best_x, losses, best_i
 
 
 def optimise_latent(
@@ -286,15 +318,18 @@ def optimise_latent(
     name: str, log: Callable[[str], None] | None = None,
 ) -> tuple[jax.Array, np.ndarray]:  # fmt: skip
     """Run `total` Adam steps on x [L, w_dim] from x0 (tied: one w for all rows) ->
-    (x, losses [total])."""
-    x, opt = x0, optax.scale_by_adam().init(x0)
-    losses = np.zeros(total, np.float32)
-    for i in range(total):
+    (the lowest-loss x, losses [total]); see `descend`."""
+    variables, w_avg, w_std, target, c, u, pp = args
+
+    def step(i, x, opt):
         lr = ramp_lr(i, total, base_lr, s.lr_rampup, s.lr_rampdown)
-        x, opt, m = steps.latent(x, opt, jnp.float32(lr), jnp.bool_(tied), *args)
-        losses[i] = float(m["loss"])
-        if log and (i % s.log_every == 0 or i == total - 1):
-            _log_step(log, name, i, total, m, lr)
+        return steps.latent(x, opt, jnp.float32(lr), jnp.bool_(tied), *args)
+
+    def loss_at(x):
+        return float(steps.evaluate(variables, (w_avg + w_std * x)[None], target, c, u, pp)[1]["loss"])
+
+    x, losses, _ = descend(step, x0, optax.scale_by_adam().init(x0), total, loss_at, name, log,
+                           s.log_every)  # fmt: skip
     return x, losses
 
 
@@ -351,14 +386,13 @@ def invert(
     if s.steps_pti > 0:
         t0 = time.perf_counter()
         params, frozen = split_params(variables)
-        opt = optax.scale_by_adam().init(params)
-        losses = np.zeros(s.steps_pti, np.float32)
-        for i in range(s.steps_pti):
-            params, opt, m = steps.pti(params, opt, jnp.float32(s.lr_pti), frozen, ws[None],
-                                       target_b, c_b, u, pp)  # fmt: skip
-            losses[i] = float(m["loss"])
-            if log and (i % s.log_every == 0 or i == s.steps_pti - 1):
-                _log_step(log, "pti", i, s.steps_pti, m, s.lr_pti)
+        step = lambda i, p, opt: steps.pti(p, opt, jnp.float32(s.lr_pti), frozen, ws[None],
+                                           target_b, c_b, u, pp)  # fmt: skip
+        loss_at = lambda p: float(
+            steps.evaluate(merge_params(p, frozen), ws[None], target_b, c_b, u, pp)[1]["loss"]
+        )
+        params, losses, _ = descend(step, params, optax.scale_by_adam().init(params),
+                                    s.steps_pti, loss_at, "pti", log, s.log_every)  # fmt: skip
         variables = merge_params(params, frozen)
         image = record("pti", s.steps_pti, time.perf_counter() - t0, ws, variables, losses)
         tuned = True
