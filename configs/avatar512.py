@@ -24,5 +24,7 @@ def get_config():
         neural_res_fade_kimg=1000.0,
         total_kimg=25000.0,
     )
-    pose = PoseLabelConfig(mode="coarse_to_fine")  # 16 × 4 fine bins, 4 coarse, p_h .9, p_l .2
+    pose = PoseLabelConfig(
+        mode="coarse_to_fine"
+    )  # exclusive; 12 × 4 fine bins, 4 coarse, p_h .9, p_l .2
     return make_config(generator=g, discriminator=d, train=train, pose=pose, run=RunConfig())

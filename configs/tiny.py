@@ -37,7 +37,9 @@ def get_config():
         ema_kimg=0.01,
         total_kimg=0.1,
     )
-    pose = PoseLabelConfig(mode="coarse_to_fine", fine_yaw_bins=8, fine_pitch_bins=2)
+    pose = PoseLabelConfig(mode="coarse_to_fine", fine_yaw_bins=12, fine_pitch_bins=2)
     run = RunConfig(checkpoint_kimg=0.05, keep_checkpoints=2, log_steps=5, snapshot_kimg=0.05,
                     snapshot_seeds=(0, 1), snapshot_yaws=(0.0, 90.0, 180.0), workers=2)  # fmt: skip
-    return make_config(generator=g, discriminator=d, train=train, pose=pose, run=run)
+    camera = dict(radius=2.7, fov_degrees=18.837, pivot=(0.0, 0.0, 0.0))  # as the mannequins'
+    return make_config(generator=g, discriminator=d, train=train, pose=pose, run=run,
+                       camera=camera)  # fmt: skip

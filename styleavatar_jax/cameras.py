@@ -245,6 +245,14 @@ def split_label(c) -> tuple[jax.Array, jax.Array]:
 
 
 @jax.jit
+def label_angles(c) -> tuple[jax.Array, jax.Array]:
+    """Labels c [..., 25] -> yaw, pitch [...] (radians) of the camera about the origin."""
+    cam2world, _ = split_label(c)
+    yaw, pitch, _ = angles_from_pose(cam2world)
+    return yaw, pitch
+
+
+@jax.jit
 def mirror_pose(cam2world) -> jax.Array:
     """cam2world [..., 4, 4] of the horizontally flipped image, as EG3D mirror_dataset.py.
 

@@ -73,7 +73,7 @@ def test_inversion_recovers_the_generators_own_image(inverted):
     assert stages["pti"].ms_ssim > stages["w_avg"].ms_ssim
     # Each stage keeps its best iterate and starts from the previous one's: never worse.
     loss = [s.loss for s in result.stages]
-    assert all(b <= a for a, b in zip(loss, loss[1:])), loss
+    assert all(b <= a for a, b in zip(loss, loss[1:], strict=False)), loss
     assert result.tuned and result.ws.shape == (6, 512) and result.w.shape == (512,)  # L = 6
     # w is one vector: stage 1 kept the L rows tied.
     assert stages["w"].losses.shape == (SETTINGS["steps_w"],)

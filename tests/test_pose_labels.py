@@ -10,8 +10,9 @@ import pytest
 from styleavatar_jax import cameras
 from styleavatar_jax.train import pose_labels as pl
 
-C2F = pl.PoseLabelConfig(mode="coarse_to_fine")
-FY, FP, CY, CP = 16, 4, 4, 1
+C2F = pl.PoseLabelConfig(mode="coarse_to_fine", label_mix="coarse_always")
+EXCL = pl.PoseLabelConfig(mode="coarse_to_fine")  # the default mix: the paper's
+FY, FP, CY, CP = 12, 4, 4, 1
 # One batch of 64 cameras for the forced-keep tests (one compile): 4 known views, then a sweep.
 YAWS = np.concatenate([[0.0, 90.0, 180.0, -90.0], np.linspace(-179.0, 179.0, 60)])
 PITCHES = np.resize([-25.0, -5.0, 5.0, 25.0], 64)
@@ -28,8 +29,9 @@ def labels(yaw_deg, pitch_deg=0.0):
 
 def test_label_dim():
     assert pl.label_dim(pl.PoseLabelConfig()) == 25
-    assert pl.label_dim(C2F) == FY + FP + CY + CP == 25  # same width by coincidence
-    assert pl.label_dim(dataclasses.replace(C2F, fine_yaw_bins=8, coarse_pitch_bins=2)) == 18
+    assert pl.label_dim(C2F) == pl.label_dim(EXCL) == FY + FP + CY + CP == 21
+    assert pl.label_dim(dataclasses.replace(C2F, fine_yaw_bins=20, coarse_pitch_bins=2)) == 30
+    assert pl.label_dim(pl.PoseLabelConfig(mode="none")) == 0
 
 
 def test_yaw_bins_at_known_angles():
@@ -79,7 +81,7 @@ def test_mirrored_label_mirrors_bins():
 
 def test_label_reads_angles_from_camera():
     out = pl.discriminator_label(labels(YAWS, PITCHES), None, C2F, keep_fine=ALL)[:4]
-    np.testing.assert_array_equal(np.argmax(out[:, :FY], -1), [0, 4, 8, 12])
+    np.testing.assert_array_equal(np.argmax(out[:, :FY], -1), [0, 3, 6, 9])
     np.testing.assert_array_equal(np.argmax(out[:, FY : FY + FP], -1), [0, 1, 2, 3])
     np.testing.assert_array_equal(np.argmax(out[:, FY + FP : FY + FP + CY], -1), [0, 1, 2, 3])
     np.testing.assert_array_equal(out[:, -1], 1.0)
@@ -91,7 +93,7 @@ def test_keep_rates_and_halves():
     yaw_deg = jax.random.uniform(key_c, (n,), minval=-180.0, maxval=180.0)
     c = labels(yaw_deg, 12.0)
     out = pl.discriminator_label(c, key_k, C2F)  # itself jitted, cfg static
-    assert out.shape == (n, 25) and out.dtype == c.dtype
+    assert out.shape == (n, FY + FP + CY + CP) and out.dtype == c.dtype
     kept = np.asarray(out[:, : FY + FP].sum(-1))
     assert set(np.unique(kept)) <= {0.0, 2.0}  # whole fine half kept or zeroed
     kept = kept == 2.0
@@ -112,6 +114,42 @@ def test_forced_keep():
     np.testing.assert_array_equal(out[keep, : FY + FP].sum(-1), 2.0)
     full = pl.discriminator_label(c, None, C2F, keep_fine=ALL)
     np.testing.assert_array_equal(out[:, FY + FP :], full[:, FY + FP :])
+
+
+def test_exclusive_shows_one_half():
+    n = 40000
+    key_c, key_k = jax.random.split(jax.random.key(3))
+    yaw_deg = jax.random.uniform(key_c, (n,), minval=-180.0, maxval=180.0)
+    c = labels(yaw_deg, 12.0)
+    out = np.asarray(pl.discriminator_label(c, key_k, EXCL))
+    fine, coarse = out[:, : FY + FP].sum(-1), out[:, FY + FP :].sum(-1)
+    np.testing.assert_array_equal(fine + coarse, 2.0)  # exactly one half, whole
+    assert set(np.unique(fine)) == {0.0, 2.0}
+    confident = np.abs(np.asarray(yaw_deg)) <= 45.0
+    assert abs((fine[confident] == 2).mean() - 0.9) < 0.01
+    assert abs((fine[~confident] == 2).mean() - 0.2) < 0.01
+    # the same draw as coarse_always: its fine half where fine, its coarse half elsewhere
+    both = np.asarray(pl.discriminator_label(c, key_k, C2F))
+    np.testing.assert_array_equal(out[:, : FY + FP], both[:, : FY + FP])
+    np.testing.assert_array_equal(out[fine == 0, FY + FP :], both[fine == 0, FY + FP :])
+
+
+def test_fine_bins_nest_in_coarse_groups():
+    yaw = np.radians(np.linspace(-180.0, 180.0, 7201)).astype(np.float32)
+    for n in (4, 12, 20):
+        fine, coarse = np.asarray(pl.yaw_bin(yaw, n)), np.asarray(pl.yaw_bin(yaw, 4))
+        for k in range(n):  # every fine bin lies in one coarse group
+            assert len(np.unique(coarse[fine == k])) == 1, (n, k)
+    # and the 45° confident cut splits no fine bin (12 bins: bin 1 is [15°, 45°))
+    keep = np.asarray(pl.keep_probability(yaw, EXCL))
+    fine = np.asarray(pl.yaw_bin(yaw, 12))
+    for k in range(12):
+        assert len(np.unique(keep[fine == k])) == 1, k
+
+
+def test_none_mode_gives_no_label():
+    out = pl.discriminator_label(labels(YAWS, PITCHES), None, pl.PoseLabelConfig(mode="none"))
+    assert out.shape == (64, 0)
 
 
 def test_camera_mode_is_identity():
@@ -143,6 +181,25 @@ def test_missing_key():
 def test_bad_config(field, value):
     with pytest.raises(ValueError, match=f"PoseLabelConfig.{field}="):
         pl.PoseLabelConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("fine_yaw_bins", 16, "must nest in the 4 coarse ones.*e.g. 4, 12, 20"),
+        ("fine_yaw_bins", 8, "coarse_yaw_bins × an odd number"),
+        ("fine_pitch_bins", 3, "multiple of coarse_pitch_bins=1|nest"),
+        ("confident_yaw", 40.0, "fine-bin boundary"),
+        ("label_mix", "both", "expected one of"),
+    ],
+)
+def test_bins_that_do_not_nest_are_refused(field, value, match):
+    kwargs = {field: value}
+    if field == "fine_pitch_bins":
+        kwargs["coarse_pitch_bins"] = 2
+    with pytest.raises(ValueError, match=f"PoseLabelConfig.{field}=.*({match})"):
+        pl.PoseLabelConfig(mode="coarse_to_fine", **kwargs)
+    pl.PoseLabelConfig(mode="camera", **({} if field == "label_mix" else kwargs))
 
 
 def test_config_is_hashable_with_list_range():

@@ -5,13 +5,21 @@ Metric names (EG3D/StyleGAN style):
                            fid50k_full); plain `fid` takes --num images.
     kid50k, kidNk, kid     KID (StyleGAN2-ADA: 100 subsets of ≤ 1000), same image sets.
     swd, swdNk             PGGAN's SWD (eval/swd.py) on min(N·1000, #real) images of each
-                           set (default 4k; images kept in memory), at G's resolution.
+                           set (default 4k; images kept in memory), at G's resolution; also
+                           per view group, each beside its floor: the SWD between two
+                           disjoint real sets (`swd_floor`).
     consistency            depth reprojection error (eval/consistency.py) over
                            min(#fake, 64) seeds × 8 yaws × (yaw, yaw + 20°).
     clip_view, clip_viewNk CLIP as a zero-shot view estimator: pose accuracy of generated
                            images against their cameras' view groups (eval/clip_metrics.py;
                            needs --clip); default 1000 images.
     clip_score, clip_scoreNk  CLIPScore of generated images against --clip-prompt.
+    pose_acc, pose_accNk   pose accuracy with a trained yaw-bin CNN (eval/view_classifier.py;
+                           needs EvalSettings.view_classifier): the fraction of generated
+                           images whose predicted bin is their camera's, overall and per
+                           view group, beside the classifier's held-out accuracy on real
+                           images ('real_accuracy'; target: 'ratio' = value / real ≥ 0.9);
+                           default 1000 images.
 Generated images (`generate.py`): seeds 0..N−1, each at a camera drawn with replacement
 from the dataset's labels (`--cameras dataset`, EG3D's protocol) or uniformly over 360°
 yaw and ±30° pitch on the config's orbit (`random`), conditioned on that camera. FID and
@@ -21,7 +29,6 @@ fakes by theirs): front, side (left ∪ right) and back, from `cameras.view_grou
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import json
 import math
@@ -32,13 +39,15 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from styleavatar_jax import cameras
 from styleavatar_jax.convert.inception import file_sha256
+from styleavatar_jax.data.source import read_images
 from styleavatar_jax.eval import consistency, fid, generate, swd
 from styleavatar_jax.eval.groups import GROUPS, label_groups
 from styleavatar_jax.sampling import SampleSettings
 
 DEFAULT_NUM = {"fid": 50_000, "kid": 50_000, "swd": 4096, "consistency": 64,
-               "clip_view": 1000, "clip_score": 1000}  # fmt: skip
+               "clip_view": 1000, "clip_score": 1000, "pose_acc": 1000}  # fmt: skip
 CLIP_KINDS = ("clip_view", "clip_score")
 CONSISTENCY_YAWS = tuple(range(0, 360, 45))
 
@@ -46,7 +55,7 @@ CONSISTENCY_YAWS = tuple(range(0, 360, 45))
 @dataclasses.dataclass(frozen=True)
 class MetricSpec:
     name: str  # as asked: 'fid50k', 'kid', 'swd', ...
-    kind: str  # fid | kid | swd | consistency | clip_view | clip_score
+    kind: str  # fid | kid | swd | consistency | clip_view | clip_score | pose_acc
     num: int | None  # images (fid/kid/swd) or seeds (consistency); None = --num or default
 
 
@@ -55,12 +64,12 @@ def parse_metrics(spec: str | Iterable[str]) -> tuple[MetricSpec, ...]:
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
     out = []
     for name in names:
-        m = re.fullmatch(r"(fid|kid|swd|clip_view|clip_score)(?:(\d+)k)?(?:_full)?|"
+        m = re.fullmatch(r"(fid|kid|swd|clip_view|clip_score|pose_acc)(?:(\d+)k)?(?:_full)?|"
                          r"(consistency)", name)  # fmt: skip
         if not m:
             raise ValueError(f"--metrics: unknown metric {name!r}; expected fid, fidNk "
-                             f"(e.g. fid50k), kid, kidNk, swd, swdNk, consistency, clip_view "
-                             f"or clip_score")  # fmt: skip
+                             f"(e.g. fid50k), kid, kidNk, swd, swdNk, consistency, clip_view, "
+                             f"clip_score or pose_acc")  # fmt: skip
         kind = m[1] or m[3]
         out.append(MetricSpec(name, kind, int(m[2]) * 1000 if m[2] else None))
     if not out or len({s.name for s in out}) != len(out):
@@ -78,6 +87,7 @@ class EvalSettings:
     seed: int = 0  # camera draws and real subsets; z comes from seeds 0..N−1
     kid_subsets: int = 100
     kid_subset_size: int = 1000
+    view_classifier: str | None = None  # pose_acc: a `view_classifier.save_classifier` file
 
     def __post_init__(self):
         if self.camera_source not in ("dataset", "random"):
@@ -92,18 +102,12 @@ class EvalSettings:
 
 
 # ------------------------------------------------------------------ real images
-def _read_images(source, indices: np.ndarray, workers: int = 8) -> np.ndarray:
-    """uint8 [len(indices), R, R, 3] decoded in a thread pool (PIL releases the GIL)."""
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        return np.stack(list(pool.map(lambda i: source[int(i)]["image"], indices)))
-
-
 def real_features_of(source, extract: fid.FeatureExtractor, *, progress: bool = True):
     """Inception features of every image of `source` -> float32 [N, 2048]."""
     bar = _progress(len(source), "real", progress)
     feats = []
     for start in range(0, len(source), extract.batch):
-        images = _read_images(source, np.arange(start, min(start + extract.batch, len(source))))
+        images = read_images(source, np.arange(start, min(start + extract.batch, len(source))))
         feats.append(extract(images))
         bar.update(len(images))
     bar.close()
@@ -136,6 +140,49 @@ def grouped(kind: str, real, real_groups, fake, fake_groups, settings: EvalSetti
     return out
 
 
+def swd_floor(reals, groups, seed: int, min_res: int, other=None, other_groups=None) -> dict:
+    """The SWD two real sets reach: reals [n, R, R, 3] against `other` [m, R, R, 3] (a
+    second real set, e.g. held-out images) or, when None, one random half of `reals`
+    against the other (n/2 images a side, so an upper estimate of the floor at n: the SWD
+    of finite sets grows as they shrink). groups, other_groups [n], [m]: view groups ->
+    {'value', 'levels', 'method', 'groups': {g: value or None}}."""
+    if other is None:
+        perm = np.random.default_rng(seed).permutation(len(reals))
+        half_a, half_b = perm[: len(reals) // 2], perm[len(reals) // 2 :]
+        other, other_groups = reals[half_b], groups[half_b]
+        reals, groups, method = reals[half_a], groups[half_a], "halves of the real images"
+    else:
+        method = "real images vs a second real set"
+    out = {"method": method, "groups": {}}
+    if min(len(reals), len(other)) >= 2:
+        both = swd.swd(reals, other, seed=seed, min_res=min_res)
+        out |= {"value": both["mean"], "levels": both["levels"]}
+    else:
+        out |= {"value": None, "levels": {}}
+    for g in GROUPS:
+        a, b = reals[groups == g], other[other_groups == g]
+        ok = min(len(a), len(b)) >= 2
+        out["groups"][g] = swd.swd(a, b, seed=seed, min_res=min_res)["mean"] if ok else None
+    return out
+
+
+def grouped_swd(fakes, fake_groups, reals, real_groups, seed: int, min_res: int) -> dict:
+    """SWD of fakes vs reals ([N, R, R, 3] each, groups [N]) over all images and per view
+    group -> {'value', 'levels', 'groups': {g: {'value', 'num_real', 'num_fake'}}}; a
+    group's value is None (with a reason) when a side has < 2 images."""
+    out = swd.swd(fakes, reals, seed=seed, min_res=min_res)
+    result = {"value": out["mean"], "levels": out["levels"], "groups": {}}
+    for g in GROUPS:
+        f, r = fakes[fake_groups == g], reals[real_groups == g]
+        entry = {"num_real": len(r), "num_fake": len(f)}
+        if min(len(r), len(f)) >= 2:
+            entry["value"] = swd.swd(f, r, seed=seed, min_res=min_res)["mean"]
+        else:
+            entry |= {"value": None, "reason": "fewer than 2 images in a set"}
+        result["groups"][g] = entry
+    return result
+
+
 # ------------------------------------------------------------------ the run
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
@@ -157,6 +204,7 @@ def evaluate(
     real_features: np.ndarray | None = None,
     clip=None,
     clip_prompt: str | None = None,
+    floor_source=None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -164,7 +212,8 @@ def evaluate(
     -> {'metrics': {name: result}, 'protocol': {...}}. inception: Flax variables (FID/KID);
     real_features [len(source), 2048]: `real_features_of(source, ...)` computed before
     (training callbacks reuse them), else computed here. clip: a `convert.clip.Clip` for
-    clip_view / clip_score (with clip_prompt)."""
+    clip_view / clip_score (with clip_prompt). floor_source: a second real ImageSource (e.g.
+    held-out images) for the SWD floor; None: two halves of the real images."""
     specs = settings.metrics
     kinds = {s.kind for s in specs}
     if kinds & {"fid", "kid"} and inception is None:
@@ -173,6 +222,13 @@ def evaluate(
         raise ValueError("clip_view/clip_score need a CLIP model (--clip PATH_OR_HUB_ID)")
     if "clip_score" in kinds and not (clip_prompt or "").strip():
         raise ValueError("clip_score needs a text prompt (--clip-prompt 'a 3D avatar ...')")
+    if "pose_acc" in kinds:
+        from styleavatar_jax.eval import view_classifier as vc
+
+        if settings.view_classifier is None:
+            raise ValueError("pose_acc needs a view classifier file (--view-classifier FILE, "
+                             "from train_view_classifier)")  # fmt: skip
+        classifier, classifier_meta = vc.load_classifier(settings.view_classifier)
     sample = SampleSettings(neural_res=neural_res, truncation_psi=settings.truncation_psi,
                             truncation_cutoff=truncation_cutoff, noise_mode="const")  # fmt: skip
     n_real = len(source)
@@ -180,7 +236,8 @@ def evaluate(
     n_swd = max((min(settings.count(s), n_real) for s in specs if s.kind == "swd"), default=0)
     n_fid = max((settings.count(s) for s in specs if s.kind in ("fid", "kid")), default=0)
     n_clip = max((settings.count(s) for s in specs if s.kind in CLIP_KINDS), default=0)
-    n_fake = max(n_fid, n_swd, n_clip)
+    n_pose = max((settings.count(s) for s in specs if s.kind == "pose_acc"), default=0)
+    n_fake = max(n_fid, n_swd, n_clip, n_pose)
     result: dict = {"metrics": {}}
     protocol = {
         "num_real": n_real, "num_fake": n_fake, "cameras": settings.camera_source,
@@ -197,7 +254,7 @@ def evaluate(
         fake_labels = generate.random_labels(jax.random.key(settings.seed), n_fake, cfg_camera)
     fake_groups, real_groups = label_groups(fake_labels), label_groups(source.labels)
     extract = fid.FeatureExtractor(inception, settings.batch, mesh) if inception else None
-    fake_feats, fake_keep, fake_clip = [], [], []
+    fake_feats, fake_keep, fake_clip, fake_bins = [], [], [], []
     if n_fake:
         bar = _progress(n_fake, "generated", progress)
         for images, _ in generate.render_batches(
@@ -209,6 +266,9 @@ def evaluate(
                 fake_feats.append(extract(images))
             if n_clip and sum(len(e) for e in fake_clip) < n_clip:
                 fake_clip.append(np.asarray(clip.embed_images(images)))
+            if n_pose and sum(len(b) for b in fake_bins) < n_pose:
+                vc.check_resolution(classifier_meta, images.shape[1], settings.view_classifier)
+                fake_bins.append(vc.predict(classifier, images))
             kept = sum(len(k) for k in fake_keep)
             if kept < n_swd:
                 fake_keep.append(images[: n_swd - kept])
@@ -233,14 +293,27 @@ def evaluate(
             n = min(settings.count(s), n_real)
             fakes = np.concatenate(fake_keep)[:n]
             real_idx = np.sort(rng.choice(n_real, n, replace=False))
-            reals = _read_images(source, real_idx)
+            reals = read_images(source, real_idx)
             if reals.shape[1:] != fakes.shape[1:]:
                 raise ValueError(f"swd: real images {reals.shape[1:]} and generated images "
                                  f"{fakes.shape[1:]} differ in resolution")  # fmt: skip
             min_res = min(16, fakes.shape[1])
-            out = swd.swd(fakes, reals, seed=settings.seed, min_res=min_res)
-            result["metrics"][s.name] = {"value": out["mean"], "levels": out["levels"],
-                                         "num_real": n, "num_fake": n}  # fmt: skip
+            out = grouped_swd(fakes, fake_groups[:n], reals, real_groups[real_idx],
+                              seed=settings.seed, min_res=min_res)  # fmt: skip
+            other = other_groups = None
+            if floor_source is not None:
+                m = min(n, len(floor_source))
+                pick = np.sort(
+                    np.random.default_rng(settings.seed).choice(len(floor_source), m, replace=False)
+                )
+                other, other_groups = read_images(floor_source, pick), \
+                    label_groups(floor_source.labels[pick])  # fmt: skip
+                protocol["swd_floor_dataset"] = floor_source.path
+            floor = swd_floor(reals, real_groups[real_idx], settings.seed, min_res, other,
+                              other_groups)  # fmt: skip
+            for g, v in floor.pop("groups").items():
+                out["groups"][g]["floor"] = v
+            result["metrics"][s.name] = out | {"num_real": n, "num_fake": n, "floor": floor}
         elif s.kind == "consistency":
             n = min(settings.num or DEFAULT_NUM["consistency"], DEFAULT_NUM["consistency"])
             bar = _progress(n * len(CONSISTENCY_YAWS), "consistency pairs", progress)
@@ -251,6 +324,17 @@ def evaluate(
             bar.close()
             protocol["consistency"] = out.pop("protocol")
             result["metrics"][s.name] = {"value": out.pop("error")} | out
+        elif s.kind == "pose_acc":
+            n = settings.count(s)
+            yaw, _ = cameras.label_angles(fake_labels[:n])
+            out = vc.pose_accuracy(np.concatenate(fake_bins)[:n], np.asarray(yaw),
+                                   classifier_meta["bins"])  # fmt: skip
+            real = classifier_meta.get("heldout_accuracy")
+            out |= {"real_accuracy": real, "ratio": out["value"] / real if real else None}
+            result["metrics"][s.name] = out
+            protocol["view_classifier"] = inception_record(settings.view_classifier) | {
+                k: classifier_meta.get(k) for k in ("bins", "resolution", "heldout", "data")
+            }
         elif s.kind in CLIP_KINDS:
             from styleavatar_jax.eval import clip_metrics
 
@@ -267,8 +351,11 @@ def evaluate(
     result["protocol"] = protocol
     for name, r in result["metrics"].items():
         log(f"{name}: {_fmt(r.get('value'))}" + "".join(
-            f"  {g} {_fmt(v.get('value', v.get('error')))}" for g, v in r.get("groups", {}).items()
-        ))  # fmt: skip
+            f"  {g} {_fmt(v.get('value', v.get('error')))}" +
+            (f" (floor {_fmt(v['floor'])})" if "floor" in v else "")
+            for g, v in r.get("groups", {}).items()
+        ) + (f"  floor {_fmt(r['floor']['value'])}" if "floor" in r else "")
+          + (f"  real {_fmt(r['real_accuracy'])}" if "real_accuracy" in r else ""))  # fmt: skip
     return result
 
 

@@ -326,7 +326,9 @@ def optimise_latent(
         return steps.latent(x, opt, jnp.float32(lr), jnp.bool_(tied), *args)
 
     def loss_at(x):
-        return float(steps.evaluate(variables, (w_avg + w_std * x)[None], target, c, u, pp)[1]["loss"])
+        return float(
+            steps.evaluate(variables, (w_avg + w_std * x)[None], target, c, u, pp)[1]["loss"]
+        )
 
     x, losses, _ = descend(step, x0, optax.scale_by_adam().init(x0), total, loss_at, name, log,
                            s.log_every)  # fmt: skip

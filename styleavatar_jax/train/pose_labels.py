@@ -1,12 +1,21 @@
 """StyleAvatar3D's coarse-to-fine pose label for the discriminator (arXiv 2305.19012; DESIGN §5).
 
 D sees c = c_fine ‖ c_coarse: c_fine = one-hot(yaw bin of `fine_yaw_bins`) ‖ one-hot(pitch
-bin of `fine_pitch_bins`), c_coarse likewise with the coarse bins. Per sample the fine half
-is kept with probability p_high when the view is confident (|yaw| ≤ confident_yaw: near
+bin of `fine_pitch_bins`), c_coarse likewise with the coarse bins. Per sample the fine label
+is chosen with probability p_high when the view is confident (|yaw| < confident_yaw: near
 the front, where generated training images follow their pose guidance) and p_low
-otherwise, and zeroed when dropped; the coarse half is always there. Rendering always uses
-the true 25-d camera; only D's label changes. Mode "camera" is EG3D's plain 25-d label, so
-EG3D configs train as EG3D does.
+otherwise. `label_mix` says what D sees then:
+- "exclusive" (the paper: one label type per image, the other zeroed): the fine half
+  when chosen, else the coarse half;
+- "coarse_always" (an option of ours): the coarse half always, the fine half when chosen.
+Rendering always uses the true 25-d camera; only D's label changes. Mode "camera" is EG3D's
+plain 25-d label, so EG3D configs train as EG3D does; mode "none" gives D no label (an
+unconditional D, for the ablation).
+
+The fine bins must nest in the coarse ones, so a fine label never straddles two coarse
+groups: with both centred on the front that needs fine_yaw_bins = coarse_yaw_bins × an odd
+number (12 or 20 for 4 coarse groups, not 8 or 16), and `confident_yaw` on a fine-bin
+boundary (45° is one for 12 and 20 bins).
 
 Angles are the geometric ones of `cameras` (radians in and out of every function here,
 degrees only in `PoseLabelConfig`): yaw 0 = camera in front of the face (+z), yaw > 0 =
@@ -32,10 +41,15 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from styleavatar_jax import cameras
-from styleavatar_jax.cameras import VIEW_GROUPS, view_group, yaw_bin  # noqa: F401 (re-exported)
+from styleavatar_jax.cameras import (  # noqa: F401 (re-exported)
+    VIEW_GROUPS,
+    label_angles,
+    view_group,
+    yaw_bin,
+)
 
-MODES = ("camera", "coarse_to_fine")
+MODES = ("camera", "coarse_to_fine", "none")
+LABEL_MIXES = ("exclusive", "coarse_always")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,14 +57,16 @@ class PoseLabelConfig:
     """How D's label is made from the camera (hashable: a static argument under jit)."""
 
     mode: str = "camera"  # "camera": EG3D's 25-d c | "coarse_to_fine": c_fine ‖ c_coarse
-    fine_yaw_bins: int = 16
+    #                       | "none": no label
+    label_mix: str = "exclusive"  # "exclusive" (paper) | "coarse_always" (module docstring)
+    fine_yaw_bins: int = 12  # coarse_yaw_bins × an odd number, so the bins nest
     fine_pitch_bins: int = 4
     coarse_yaw_bins: int = 4  # 4: front / left / back / right
     coarse_pitch_bins: int = 1
     pitch_range: tuple[float, float] = (-30.0, 30.0)  # degrees spanned by the pitch bins
-    confident_yaw: float = 45.0  # degrees: |yaw| ≤ this keeps the fine half with p_high
-    p_high: float = 0.9  # P(keep fine half) for confident views
-    p_low: float = 0.2  # P(keep fine half) otherwise
+    confident_yaw: float = 45.0  # degrees: |yaw| < this keeps the fine half with p_high
+    p_high: float = 0.9  # P(fine label) for confident views
+    p_low: float = 0.2  # P(fine label) otherwise
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -75,16 +91,44 @@ class PoseLabelConfig:
             p = getattr(self, name)
             if not (isinstance(p, numbers.Real) and 0.0 <= p <= 1.0):
                 raise ValueError(f"PoseLabelConfig.{name}={p!r}: expected a probability in [0, 1]")
+        if self.label_mix not in LABEL_MIXES:
+            raise ValueError(
+                f"PoseLabelConfig.label_mix={self.label_mix!r}: expected one of {LABEL_MIXES}"
+            )
+        if self.mode == "coarse_to_fine":
+            self._check_nesting()
+
+    def _check_nesting(self):
+        fy, cy = self.fine_yaw_bins, self.coarse_yaw_bins
+        if fy % cy or (fy // cy) % 2 == 0:
+            odd = ", ".join(str(cy * k) for k in (1, 3, 5))
+            raise ValueError(
+                f"PoseLabelConfig.fine_yaw_bins={fy}: the fine yaw bins must nest in the "
+                f"{cy} coarse ones (both are centred on the front), so expected "
+                f"coarse_yaw_bins × an odd number, e.g. {odd}"
+            )
+        if self.fine_pitch_bins % self.coarse_pitch_bins:
+            raise ValueError(
+                f"PoseLabelConfig.fine_pitch_bins={self.fine_pitch_bins}: expected a multiple "
+                f"of coarse_pitch_bins={self.coarse_pitch_bins}, so the pitch bins nest"
+            )
+        width = 360.0 / fy  # fine bin k spans ((k − ½)·width, (k + ½)·width)
+        offset = math.remainder(self.confident_yaw / width - 0.5, 1.0)
+        if abs(offset) > 1e-6 and self.confident_yaw not in (0.0, 180.0):
+            raise ValueError(
+                f"PoseLabelConfig.confident_yaw={self.confident_yaw}: expected a fine-bin "
+                f"boundary ((k + ½)·{width:g}°) so no fine bin is split, e.g. "
+                f"{1.5 * width:g}"
+            )
 
 
 def label_dim(cfg: PoseLabelConfig) -> int:
-    """Width of D's label: 25 for "camera", else the sum of the four bin counts.
-
-    With the defaults that sum is also 25 (16 + 4 + 4 + 1), so D's mapping input is the
-    same width in both modes; do not rely on it.
-    """
+    """Width of D's label: 25 for "camera", 0 for "none", else the sum of the four bin counts
+    (both halves are always present; the one not shown is zeroed)."""
     if cfg.mode == "camera":
         return 25
+    if cfg.mode == "none":
+        return 0
     return cfg.fine_yaw_bins + cfg.fine_pitch_bins + cfg.coarse_yaw_bins + cfg.coarse_pitch_bins
 
 
@@ -108,18 +152,15 @@ def coarse_onehot(yaw, pitch, cfg: PoseLabelConfig) -> jax.Array:
     return _onehot(yaw, pitch, cfg.coarse_yaw_bins, cfg.coarse_pitch_bins, cfg.pitch_range)
 
 
-@jax.jit
-def label_angles(c) -> tuple[jax.Array, jax.Array]:
-    """Labels c [..., 25] -> yaw, pitch [...] (radians) of the camera about the origin."""
-    cam2world, _ = cameras.split_label(c)
-    yaw, pitch, _ = cameras.angles_from_pose(cam2world)
-    return yaw, pitch
-
-
 @partial(jax.jit, static_argnames="cfg")
 def keep_probability(yaw, cfg: PoseLabelConfig) -> jax.Array:
-    """yaw [...] (radians) -> P(keep the fine half) [...]: p_high if |yaw| ≤ confident_yaw."""
-    confident = jnp.abs(jnp.degrees(_float(yaw))) <= cfg.confident_yaw
+    """yaw [...] (radians) -> P(fine label) [...]: p_high if |yaw| < confident_yaw.
+
+    Strict, as the yaw bins round ties away from the front: a view at exactly the cut lies
+    in the first bin outside it.
+    """
+    deg = jnp.abs(jnp.degrees(_float(yaw)))
+    confident = (deg < cfg.confident_yaw) | (cfg.confident_yaw >= 180.0)
     return jnp.where(confident, cfg.p_high, cfg.p_low)
 
 
@@ -127,12 +168,15 @@ def keep_probability(yaw, cfg: PoseLabelConfig) -> jax.Array:
 def discriminator_label(c, key, cfg: PoseLabelConfig, *, keep_fine=None) -> jax.Array:
     """Camera labels c [B, 25] -> D's label [B, label_dim(cfg)] (module docstring).
 
-    "camera": c unchanged. "coarse_to_fine": c_fine·keep ‖ c_coarse, keep ~ Bernoulli(
+    "camera": c unchanged; "none": [B, 0]. "coarse_to_fine": c_fine·keep ‖ c_coarse·(1 −
+    keep) ("exclusive") or c_fine·keep ‖ c_coarse ("coarse_always"), keep ~ Bernoulli(
     `keep_probability`) drawn from `key`, one draw per sample. keep_fine: optional bool [B]
     forcing keep (then `key` is unused and may be None). Jit with cfg static.
     """
     if cfg.mode == "camera":
         return c
+    if cfg.mode == "none":
+        return jnp.zeros((*c.shape[:-1], 0), c.dtype)
     yaw, pitch = label_angles(c)
     if keep_fine is None:
         if key is None:
@@ -142,7 +186,10 @@ def discriminator_label(c, key, cfg: PoseLabelConfig, *, keep_fine=None) -> jax.
     keep_fine = jnp.broadcast_to(jnp.asarray(keep_fine, bool), yaw.shape)
     dtype = c.dtype if jnp.issubdtype(c.dtype, jnp.floating) else jnp.float32
     fine = jnp.where(keep_fine[..., None], fine_onehot(yaw, pitch, cfg), 0.0)
-    return jnp.concatenate([fine, coarse_onehot(yaw, pitch, cfg)], -1).astype(dtype)
+    coarse = coarse_onehot(yaw, pitch, cfg)
+    if cfg.label_mix == "exclusive":
+        coarse = jnp.where(keep_fine[..., None], 0.0, coarse)
+    return jnp.concatenate([fine, coarse], -1).astype(dtype)
 
 
 def _float(x) -> jax.Array:
