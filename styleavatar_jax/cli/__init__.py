@@ -14,6 +14,7 @@
     styleavatar-jax walk --ckpt DIR --seeds 0,1,2 --space z|w --frames-per-seed 30 --out walk.mp4
     styleavatar-jax invert PORTRAIT.png --ckpt DIR [--camera yaw=30,pitch=5|estimate] --out DIR
     styleavatar-jax eval --ckpt RUN --metrics fid50k,kid50k,swd,consistency --inception FILE
+    styleavatar-jax train-view-classifier --data DIR --heldout DIR --out vc.npz
     styleavatar-jax convert-inception pt_inception-2015-12-05-6726825d.pth inception.npz
     styleavatar-jax wdiff-data --gan RUN --clip PATH_OR_ID --num N --out pairs.npz
     styleavatar-jax wdiff-train --config configs/wdiff.py --data pairs.npz --workdir WD
