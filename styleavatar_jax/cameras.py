@@ -244,6 +244,17 @@ def split_label(c) -> tuple[jax.Array, jax.Array]:
     return c[..., :16].reshape(c.shape[:-1] + (4, 4)), c[..., 16:25].reshape(c.shape[:-1] + (3, 3))
 
 
+def look_at_point(c) -> np.ndarray:
+    """Labels c [N, 25] -> the point [3] nearest to every camera's optical axis (least
+    squares): the pivot the cameras look at. Σ (I − d dᵀ) p = Σ (I − d dᵀ) o over the
+    origins o and forward axes d (column 2 of cam2world)."""
+    m = np.asarray(c, np.float64)[:, :16].reshape(-1, 4, 4)
+    d = m[:, :3, 2] / np.linalg.norm(m[:, :3, 2], axis=-1, keepdims=True)
+    proj = np.eye(3) - d[:, :, None] * d[:, None, :]  # [N, 3, 3]
+    a, b = proj.sum(0), np.einsum("nij,nj->i", proj, m[:, :3, 3])
+    return np.linalg.lstsq(a, b, rcond=None)[0]
+
+
 @jax.jit
 def label_angles(c) -> tuple[jax.Array, jax.Array]:
     """Labels c [..., 25] -> yaw, pitch [...] (radians) of the camera about the origin."""

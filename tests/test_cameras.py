@@ -6,6 +6,7 @@ Batches keep a few shapes (4 and 64) so each jitted function compiles about once
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -219,3 +220,26 @@ def test_jit_and_vmap():
     y, p, _ = (np.asarray(a) for a in mirrored_angles(yaw, pitch))
     np.testing.assert_allclose(wrap(y + yaw)[:-8], 0, atol=2e-6)
     np.testing.assert_allclose(p, pitch, atol=2e-6)
+
+
+@pytest.mark.parametrize("pivot", [(0.0, 0.0, 0.0), (0.0, 0.0, 0.2), (0.1, -0.05, 0.3)])
+def test_look_at_point_recovers_the_pivot(pivot):
+    rng = np.random.default_rng(0)
+    yaw, pitch = rng.uniform(-np.pi, np.pi, 64), rng.uniform(-0.5, 0.5, 64)
+    pose = cameras.pose_from_angles(jnp.asarray(yaw), jnp.asarray(pitch), 2.7, pivot)
+    c = cameras.make_label(pose, cameras.fov_to_intrinsics())
+    np.testing.assert_allclose(cameras.look_at_point(c), pivot, atol=1e-5)
+
+
+def test_training_warns_when_the_config_pivot_is_not_the_datasets():
+    from styleavatar_jax.train.loop import check_pivot
+
+    yaw = jnp.linspace(-3.0, 3.0, 16)
+    pose = cameras.pose_from_angles(yaw, jnp.zeros_like(yaw), 2.7, (0.0, 0.0, 0.0))
+    c = np.asarray(cameras.make_label(pose, cameras.fov_to_intrinsics()))
+    said = []
+    check_pivot(c, {"pivot": (0.0, 0.0, 0.0)}, "data", said.append)
+    assert said == []
+    check_pivot(c, {"pivot": (0.0, 0.0, 0.2)}, "data", said.append)
+    assert len(said) == 1 and "look at (0.00, 0.00, 0.00)" in said[0]
+    assert "config.camera.pivot is (0.00, 0.00, 0.20)" in said[0]

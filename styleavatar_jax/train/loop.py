@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from styleavatar_jax import checkpoint
+from styleavatar_jax import cameras, checkpoint
 from styleavatar_jax.data.formats import open_dataset
 from styleavatar_jax.data.pipeline import InputPipeline
 from styleavatar_jax.data.source import ImageSource
@@ -75,6 +75,18 @@ def check_dataset(source: ImageSource, tc: TrainingConfigs) -> None:
             f"{source.path}: {len(source)} images, fewer than config.train.batch_size="
             f"{tc.train.batch_size}"
         )
+
+
+def check_pivot(labels: np.ndarray, camera: dict, where, log: Callable[[str], None]) -> None:
+    """Warn when config.camera.pivot (where `sample`, `video` and the snapshots look) is not
+    where the dataset's cameras look: its side views would sit off the centre of the frame."""
+    seen = cameras.look_at_point(labels[:4096]) + 0.0  # + 0.0: no "-0.00"
+    pivot = np.asarray(camera["pivot"], np.float64)
+    if np.linalg.norm(seen - pivot) > 0.05:
+        fmt = lambda p: "({:.2f}, {:.2f}, {:.2f})".format(*(np.round(p, 2) + 0.0))
+        log(f"warning: the cameras of {where} look at {fmt(seen)}, but config.camera.pivot is "
+            f"{fmt(pivot)}; sampled side views will be off centre. Set "
+            f"--config.camera.pivot='{fmt(seen)}'")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -237,6 +249,7 @@ def train(
     _check_batch(tc, mesh)
     source = open_dataset(tc.data_path)
     check_dataset(source, tc)
+    check_pivot(source.labels, cfg.camera.to_dict(), source.path, log)
 
     nets = make_networks(tc.generator, tc.discriminator, tc.train, tc.pose)
     trainer = Trainer(nets, mesh)
