@@ -46,6 +46,7 @@ def write_new_run_dir(
     try:
         (tmp / CONFIG_FILE).write_text(cfg.to_json_best_effort(indent=2, sort_keys=True))
         save_networks(tmp, networks, step=step)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0o700; a directory gets umask's
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -53,6 +54,17 @@ def write_new_run_dir(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """A run directory: config.json and checkpoints/ (train, convert-eg3d)."""
+    return (Path(path) / CONFIG_FILE).is_file() and (Path(path) / CHECKPOINTS).is_dir()
 
 
 def save_networks(run_dir: str | os.PathLike, networks: Mapping[str, Any], *, step: int) -> None:
@@ -195,6 +207,9 @@ def load_generator(ckpt: str | None, config: str | None, overrides, command: str
     if bool(ckpt) == bool(config):
         raise ValueError(f"{command}: give exactly one of --ckpt DIR or --config FILE "
                          "(random init)")  # fmt: skip
+    if ckpt and Path(ckpt).suffix in (".pkl", ".pt", ".pth") and Path(ckpt).is_file():
+        raise ValueError(f"--ckpt={ckpt}: an EG3D snapshot, not a run directory; convert it: "
+                         f"styleavatar-jax convert-eg3d {ckpt} RUN, then --ckpt RUN")  # fmt: skip
     if ckpt:
         cfg = typed_config.apply_overrides(load_config(ckpt), overrides or [])
     else:

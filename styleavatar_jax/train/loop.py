@@ -65,8 +65,8 @@ def check_dataset(source: ImageSource, tc: TrainingConfigs) -> None:
         raise ValueError(
             f"{source.path}: images are {source.resolution}², but config.model.discriminator."
             f"img_resolution is {res} and config.model.generator.img_resolution "
-            f"{tc.generator.img_resolution}; resize the dataset (convert-dataset --resolution) "
-            "or pick a config at that resolution"
+            f"{tc.generator.img_resolution}; make the dataset at {res}² (make-dataset --res "
+            f"{res}) or pick a config made for {source.resolution}² images"
         )
     if source.labels.shape[1] != 25:
         raise ValueError(f"{source.path}: labels are {source.labels.shape[1]}-d, expected 25")
