@@ -49,6 +49,7 @@ def cmd_train(args, overrides) -> int:
 
     if args.distributed:
         jax.distributed.initialize()
+    from styleavatar_jax.runtime import exit_code
     from styleavatar_jax.train import loop
     from styleavatar_jax.train.metrics import metric_callbacks
 
@@ -61,7 +62,7 @@ def cmd_train(args, overrides) -> int:
         print(f"styleavatar-jax train: {e}")
         return 3
     print(f"{r.status} at step {r.step} ({r.kimg:.3f} kimg); run directory {r.workdir}")
-    return 0
+    return exit_code(r.status)  # 130 / 143 after SIGINT / SIGTERM (runtime.StopOnSignal)
 
 
 def cmd_demo(args, overrides) -> int:

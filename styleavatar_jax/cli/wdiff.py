@@ -124,6 +124,7 @@ def _clip_ref(path_or_id: str) -> str:
 
 
 def cmd_train(args, overrides) -> int:
+    from styleavatar_jax.runtime import exit_code
     from styleavatar_jax.wdiff import train
 
     cfg = load_config_file(args.config, overrides)
@@ -138,7 +139,7 @@ def cmd_train(args, overrides) -> int:
         progress=not args.no_progress,
     )
     print(f"{status} at step {int(state.step)}: {Path(args.workdir).absolute()}")
-    return 0
+    return exit_code(status)  # 130 / 143 after SIGINT / SIGTERM (runtime.StopOnSignal)
 
 
 def _setup(args):

@@ -8,9 +8,13 @@
 
 Exact resume: a step's randomness is fold_in(key(seed), step) and its batch is
 `InputPipeline.batch_at(step)`, so the checkpointed state (G, D, G_ema, optimizers, step,
-nimg) is all a run needs to continue bit for bit. SIGTERM/SIGINT finish the current step,
-save, and return; a NaN/Inf loss or parameter stops the run with `TrainingDiverged` before
-anything non-finite is saved, so the last checkpoint stays good. Orbax writes each
+nimg) is all a run needs to continue bit for bit. SIGTERM/SIGINT are acknowledged at once
+on stderr; the current step finishes, is saved, and `train` returns status "interrupted"
+(the `train` command then exits 130 for SIGINT, 143 for SIGTERM: runtime.StopOnSignal). A
+second Ctrl-C aborts at once (exit 130, nothing saved); a signal during initialisation
+exits at once (128 + the signal, nothing to save). A NaN/Inf loss or parameter stops the
+run with `TrainingDiverged` before anything non-finite is saved, so the last checkpoint
+stays good. Orbax writes each
 checkpoint to a temporary directory and renames it, so a kill never leaves one half-written.
 """
 
@@ -235,36 +239,38 @@ def train(
     existing = _check_start(cfg, tc, workdir, resume, init_from)
     mesh = mesh or data_mesh()
     _check_batch(tc, mesh)
-    source = open_dataset(tc.data_path)
-    check_dataset(source, tc)
+    with StopOnSignal(armed=False) as stop:  # a signal before the first step: exit
+        source = open_dataset(tc.data_path)
+        check_dataset(source, tc)
 
-    nets = make_networks(tc.generator, tc.discriminator, tc.train, tc.pose)
-    trainer = Trainer(nets, mesh)
-    init_key, run_key = jax.random.split(jax.random.key(tc.seed))
-    state = _start_state(nets, trainer, init_key, init_from, mesh, abstract=bool(existing))
-    workdir.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0 and not existing:
-        checkpoint.write_config(workdir, cfg)
-    mngr = checkpoint.open_manager(workdir, tc.run.keep_checkpoints)
-    if existing:
-        state, _ = restore_state(mngr, existing[-1], state)
-        log(f"resumed {workdir} at step {int(state.step)} ({int(state.nimg) / 1000:.3f} kimg)")
+        nets = make_networks(tc.generator, tc.discriminator, tc.train, tc.pose)
+        trainer = Trainer(nets, mesh)
+        init_key, run_key = jax.random.split(jax.random.key(tc.seed))
+        state = _start_state(nets, trainer, init_key, init_from, mesh, abstract=bool(existing))
+        workdir.mkdir(parents=True, exist_ok=True)
+        if jax.process_index() == 0 and not existing:
+            checkpoint.write_config(workdir, cfg)
+        mngr = checkpoint.open_manager(workdir, tc.run.keep_checkpoints)
+        if existing:
+            state, _ = restore_state(mngr, existing[-1], state)
+            log(f"resumed {workdir} at step {int(state.step)} ({int(state.nimg) / 1000:.3f} kimg)")
 
-    t = tc.train
-    pos = Position(state, {}, int(state.step), int(state.nimg))
-    pipeline = InputPipeline(source, t.batch_size, seed=tc.seed, flip=tc.flip, mesh=mesh,
-                             threads=tc.run.workers)  # fmt: skip
-    logger = TrainLog(workdir, t.total_kimg, pos.nimg / 1000, progress)
-    run = Run(cfg, tc, nets, trainer, mesh, workdir, mngr, logger, run_key, log)
-    try:
-        with StopOnSignal() as stop, pipeline.iterate(pos.step) as batches:
-            pos, status = _loop(run, pos, batches, stop, Deadline(max_seconds), max_steps,
-                                callbacks)  # fmt: skip
-    finally:
-        logger.close()
-        pipeline.close()
-        source.close()
-        mngr.close()
+        t = tc.train
+        pos = Position(state, {}, int(state.step), int(state.nimg))
+        pipeline = InputPipeline(source, t.batch_size, seed=tc.seed, flip=tc.flip, mesh=mesh,
+                                 threads=tc.run.workers)  # fmt: skip
+        logger = TrainLog(workdir, t.total_kimg, pos.nimg / 1000, progress)
+        run = Run(cfg, tc, nets, trainer, mesh, workdir, mngr, logger, run_key, log)
+        try:
+            with pipeline.iterate(pos.step) as batches:
+                stop.arm()
+                pos, status = _loop(run, pos, batches, stop, Deadline(max_seconds), max_steps,
+                                    callbacks)  # fmt: skip
+        finally:
+            logger.close()
+            pipeline.close()
+            source.close()
+            mngr.close()
     return RunResult(pos.state, status, pos.step, pos.nimg / 1000, workdir)
 
 
