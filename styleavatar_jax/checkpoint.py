@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -193,10 +194,63 @@ def load_networks(
         missing = [n for n in names if n not in have]
         if missing:
             raise KeyError(f"{ckpt}/{step}: no network(s) {missing}; it holds {sorted(have)}")
-        restored = mngr.restore(
-            step, args=ocp.args.Composite(**{n: ocp.args.StandardRestore() for n in names})
-        )
+        restored = restore_step(mngr, step, {n: ocp.args.StandardRestore() for n in names})
     return {n: restored[n] for n in names}
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint step cannot be read; the message names the step, the item and the way to
+    the previous step (the library's error is its __cause__: `--debug` shows it)."""
+
+
+def restore_step(mngr: ocp.CheckpointManager, step: int, items: Mapping[str, Any]) -> Any:
+    """mngr.restore(step) of the named orbax `items` ({name: ocp.args...}); a damaged or
+    mismatched step raises DamagedCheckpoint (one paragraph) instead of the library's dump."""
+    try:
+        return mngr.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # orbax/tensorstore raise many types for a damaged step
+        _quiet_event_loop_noise()
+        raise DamagedCheckpoint(damaged_message(Path(mngr.directory), step, list(items), e)) from e
+
+
+def damaged_message(ckpt: Path, step: int, items: Sequence[str], error: BaseException) -> str:
+    """One paragraph: which step and item, the damaged file if the error names it, and how to
+    go back to the previous step."""
+    text = str(error)
+    found = re.search(rf"{re.escape(str(ckpt))}/{step}/([^/\s\"']+)", text)
+    item = found.group(1) if found and found.group(1) in items else None
+    files = re.findall(r'local file "([^"]+)"', text)
+    what = f"its item {item}" if item else f"one of its items {list(items)}"
+    where = ckpt / str(step)
+    msg = (f"checkpoint step {step} in {ckpt} is damaged or does not match this config: {what} "
+           f"cannot be read ({type(error).__name__}"
+           + (f" reading {files[-1]}" if files else "") + "). ")  # fmt: skip
+    earlier = [s for s in list_steps(ckpt.parent) if s < step]
+    if earlier:
+        msg += (f"The previous step, {earlier[-1]}, is on disk: delete this one "
+                f"(rm -r {where}) and rerun (train: with --resume) to continue from step "
+                f"{earlier[-1]}.")  # fmt: skip
+    else:
+        msg += ("No earlier step is on disk: start the run again in a new --workdir (or "
+                "convert the snapshot again).")  # fmt: skip
+    return msg + " Add --debug to see the library's error."
+
+
+def _quiet_event_loop_noise() -> None:
+    """After a failed restore, orbax's background threads may print 'Event loop is closed'
+    tracebacks (asyncio logger, thread/unraisable hooks): drop just those."""
+    import logging
+    import sys
+    import threading
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+    def noise(exc) -> bool:
+        return isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)
+
+    thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
+    threading.excepthook = lambda a: None if noise(a.exc_value) else thread_hook(a)
+    sys.unraisablehook = lambda u: None if noise(u.exc_value) else unraisable_hook(u)
 
 
 def load_generator(ckpt: str | None, config: str | None, overrides, command: str):

@@ -142,3 +142,18 @@ def test_config_json_unchanged_by_validation(tmp_path):
     cfg = load_config_file(TINY)
     training_configs(cfg)
     assert json.loads(cfg.to_json_best_effort())["train"]["total_kimg"] > 0
+
+
+def test_damaged_checkpoint_is_one_paragraph(capsys, tmp_path):
+    nets = {"G_ema": {"params": {f"w{i}": np.full((8, 8), i, np.float32) for i in range(4)}}}
+    run = checkpoint.write_new_run_dir(tmp_path / "run", load_config_file(TINY), nets)
+    checkpoint.save_networks(run, nets, step=5)
+    for f in (run / "checkpoints" / "5" / "G_ema").rglob("d/*"):
+        f.write_bytes(b"")  # a data file emptied
+    err = fails(capsys, "sample", "--ckpt", run, "--out", tmp_path / "s", names="step 5")
+    assert "its item G_ema" in err and "previous step, 0" in err
+    assert f"rm -r {run / 'checkpoints' / '5'}" in err and "--debug" in err
+    assert len(err.splitlines()) == 1 and "tensorstore_spec" not in err
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(checkpoint.DamagedCheckpoint):
+        cli.main(["--debug", "sample", "--ckpt", str(run), "--out", str(tmp_path / "s")])

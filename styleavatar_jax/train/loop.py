@@ -106,25 +106,17 @@ def restore_state(mngr: ocp.CheckpointManager, step: int, target: TrainState) ->
     """Restore `step` into the structure and shardings of `target` -> (state, meta)."""
     opt = {"g_opt": target.g_opt, "d_opt": target.d_opt, "step": target.step,
            "nimg": target.nimg}  # fmt: skip
-    where = Path(mngr.directory) / str(step)
-    try:
-        r = mngr.restore(
-            step,
-            args=ocp.args.Composite(
-                G=ocp.args.StandardRestore(target.g),
-                G_ema=ocp.args.StandardRestore(target.g_ema),
-                D=ocp.args.StandardRestore(target.d),
-                opt=ocp.args.StandardRestore(opt),
-                meta=ocp.args.JsonRestore(),
-            ),
-        )
-    except Exception as e:  # orbax raises many types for a damaged step
-        others = [s for s in mngr.all_steps() if s != step]
-        raise ValueError(
-            f"checkpoint {where} cannot be read ({type(e).__name__}: {e}); it is damaged or "
-            f"from another config. Other steps there: {others or 'none'} (delete the damaged "
-            "step to resume from the previous one)"
-        ) from e
+    r = checkpoint.restore_step(
+        mngr,
+        step,
+        dict(
+            G=ocp.args.StandardRestore(target.g),
+            G_ema=ocp.args.StandardRestore(target.g_ema),
+            D=ocp.args.StandardRestore(target.d),
+            opt=ocp.args.StandardRestore(opt),
+            meta=ocp.args.JsonRestore(),
+        ),
+    )
     o = r["opt"]
     state = TrainState(step=o["step"], nimg=o["nimg"], g=r["G"], g_ema=r["G_ema"], d=r["D"],
                        g_opt=o["g_opt"], d_opt=o["d_opt"])  # fmt: skip
