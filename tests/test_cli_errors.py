@@ -157,3 +157,17 @@ def test_damaged_checkpoint_is_one_paragraph(capsys, tmp_path):
     assert not (tmp_path / "s").exists()
     with pytest.raises(checkpoint.DamagedCheckpoint):
         cli.main(["--debug", "sample", "--ckpt", str(run), "--out", str(tmp_path / "s")])
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["wdiff-data", "--gan", "G", "--clip", "C", "--num", "4", "--out", "p.txt"], "--out="),
+    (["train-view-classifier", "--data", "D", "--heldout", "H", "--out", "vc.pt"], "--out="),
+    (["convert-inception", "x.pth", "inc.txt"], "OUT="),
+    (["eval", "--ckpt", "R", "--batch", "0"], "argument --batch"),
+    (["invert", "p.png", "--ckpt", "R", "--steps-w=-1"], "argument --steps-w"),
+    (["dataset-info", "D", "--plot", "cams.jpg"], "--plot="),
+])  # fmt: skip
+def test_more_commands_check_first(capsys, tmp_path, monkeypatch, argv, flag):
+    monkeypatch.chdir(tmp_path)
+    fails(capsys, *argv, names=flag)
+    assert list(tmp_path.iterdir()) == []

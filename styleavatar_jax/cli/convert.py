@@ -117,6 +117,7 @@ def _load_npz(path: str):
 def cmd_convert_inception(args, overrides) -> int:
     from styleavatar_jax.convert.inception import load_inception, save_npz
 
+    check_output(args.out, "OUT", suffixes=(".npz",))
     src = Path(args.src)
     variables = load_inception(src, flag="convert-inception SRC")
     out = save_npz(variables, args.out)

@@ -45,6 +45,8 @@ def cmd_dataset_info(args, overrides) -> int:
     from styleavatar_jax.data import camera_check
     from styleavatar_jax.data.formats import open_dataset
 
+    if args.plot:
+        check_output(args.plot, "--plot", suffixes=(".png",))
     with open_dataset(args.dir) as ds:
         ids = Counter(m["identity"] for m in ds.meta)
         views = Counter(m["view"] for m in ds.meta if m["view"])
@@ -173,9 +175,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("preview", help="a captioned grid of a dataset's images")
     p.add_argument("dir", help="EG3D folder or zip, or tfds directory")
     p.add_argument("--out", required=True, help="PNG to write")
-    p.add_argument("--num", type=int, default=16, help="images, evenly spaced in the set")
-    p.add_argument("--cols", type=int, default=8, help="images per row")
-    p.add_argument("--size", type=int, default=128, help="tile size in pixels")
+    p.add_argument("--num", type=positive_int, default=16, help="images, evenly spaced in the set")
+    p.add_argument("--cols", type=positive_int, default=8, help="images per row")
+    p.add_argument("--size", type=positive_int, default=128, help="tile size in pixels")
     p.add_argument("--guidance", action="store_true", help="show depth and pose beside each")
     p.set_defaults(fn=cmd_preview)
 
