@@ -60,3 +60,15 @@ def test_signal_during_initialisation_exits_at_once(sig, code):
     assert r.returncode == code, r.stderr
     assert "interrupted during initialisation" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_progress_bar_never_passes_its_total(tmp_path):
+    import warnings
+
+    log = runtime.TrainLog(tmp_path, total=0.01, done=0.0, progress=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tqdm's TqdmWarning when n > total
+        for _ in range(3):
+            log.advance(0.004)
+        log.close()
+    assert log.bar.n == pytest.approx(0.01)

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"styleavatar-jax {args.command}: interrupted (nothing saved)", file=sys.stderr)
+        print(f"styleavatar-jax {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

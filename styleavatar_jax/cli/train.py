@@ -68,6 +68,7 @@ def cmd_train(args, overrides) -> int:
 def cmd_demo(args, overrides) -> int:
     from styleavatar_jax.cli.demo import DemoSettings, run_demo
 
+    check_output(args.out, "--out", folder=True)
     run_demo(DemoSettings(out=Path(args.out), minutes=args.minutes), fresh=args.fresh,
              overrides=overrides)  # fmt: skip
     return 0
