@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,7 @@ def write_new_run_dir(
     try:
         (tmp / CONFIG_FILE).write_text(cfg.to_json_best_effort(indent=2, sort_keys=True))
         save_networks(tmp, networks, step=step)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0o700; a directory gets umask's
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -53,6 +55,17 @@ def write_new_run_dir(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """A run directory: config.json and checkpoints/ (train, convert-eg3d)."""
+    return (Path(path) / CONFIG_FILE).is_file() and (Path(path) / CHECKPOINTS).is_dir()
 
 
 def save_networks(run_dir: str | os.PathLike, networks: Mapping[str, Any], *, step: int) -> None:
@@ -181,10 +194,63 @@ def load_networks(
         missing = [n for n in names if n not in have]
         if missing:
             raise KeyError(f"{ckpt}/{step}: no network(s) {missing}; it holds {sorted(have)}")
-        restored = mngr.restore(
-            step, args=ocp.args.Composite(**{n: ocp.args.StandardRestore() for n in names})
-        )
+        restored = restore_step(mngr, step, {n: ocp.args.StandardRestore() for n in names})
     return {n: restored[n] for n in names}
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint step cannot be read; the message names the step, the item and the way to
+    the previous step (the library's error is its __cause__: `--debug` shows it)."""
+
+
+def restore_step(mngr: ocp.CheckpointManager, step: int, items: Mapping[str, Any]) -> Any:
+    """mngr.restore(step) of the named orbax `items` ({name: ocp.args...}); a damaged or
+    mismatched step raises DamagedCheckpoint (one paragraph) instead of the library's dump."""
+    try:
+        return mngr.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # orbax/tensorstore raise many types for a damaged step
+        _quiet_event_loop_noise()
+        raise DamagedCheckpoint(damaged_message(Path(mngr.directory), step, list(items), e)) from e
+
+
+def damaged_message(ckpt: Path, step: int, items: Sequence[str], error: BaseException) -> str:
+    """One paragraph: which step and item, the damaged file if the error names it, and how to
+    go back to the previous step."""
+    text = str(error)
+    found = re.search(rf"{re.escape(str(ckpt))}/{step}/([^/\s\"']+)", text)
+    item = found.group(1) if found and found.group(1) in items else None
+    files = re.findall(r'local file "([^"]+)"', text)
+    what = f"its item {item}" if item else f"one of its items {list(items)}"
+    where = ckpt / str(step)
+    msg = (f"checkpoint step {step} in {ckpt} is damaged or does not match this config: {what} "
+           f"cannot be read ({type(error).__name__}"
+           + (f" reading {files[-1]}" if files else "") + "). ")  # fmt: skip
+    earlier = [s for s in list_steps(ckpt.parent) if s < step]
+    if earlier:
+        msg += (f"The previous step, {earlier[-1]}, is on disk: delete this one "
+                f"(rm -r {where}) and rerun (train: with --resume) to continue from step "
+                f"{earlier[-1]}.")  # fmt: skip
+    else:
+        msg += ("No earlier step is on disk: start the run again in a new --workdir (or "
+                "convert the snapshot again).")  # fmt: skip
+    return msg + " Add --debug to see the library's error."
+
+
+def _quiet_event_loop_noise() -> None:
+    """After a failed restore, orbax's background threads may print 'Event loop is closed'
+    tracebacks (asyncio logger, thread/unraisable hooks): drop just those."""
+    import logging
+    import sys
+    import threading
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+    def noise(exc) -> bool:
+        return isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)
+
+    thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
+    threading.excepthook = lambda a: None if noise(a.exc_value) else thread_hook(a)
+    sys.unraisablehook = lambda u: None if noise(u.exc_value) else unraisable_hook(u)
 
 
 def load_generator(ckpt: str | None, config: str | None, overrides, command: str):
@@ -195,6 +261,9 @@ def load_generator(ckpt: str | None, config: str | None, overrides, command: str
     if bool(ckpt) == bool(config):
         raise ValueError(f"{command}: give exactly one of --ckpt DIR or --config FILE "
                          "(random init)")  # fmt: skip
+    if ckpt and Path(ckpt).suffix in (".pkl", ".pt", ".pth") and Path(ckpt).is_file():
+        raise ValueError(f"--ckpt={ckpt}: an EG3D snapshot, not a run directory; convert it: "
+                         f"styleavatar-jax convert-eg3d {ckpt} RUN, then --ckpt RUN")  # fmt: skip
     if ckpt:
         cfg = typed_config.apply_overrides(load_config(ckpt), overrides or [])
     else:

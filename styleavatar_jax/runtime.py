@@ -4,7 +4,9 @@ time budget. Shared by the GAN loop (train/loop.py) and the W-diffusion loop (wd
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -54,8 +56,8 @@ class TrainLog:
             self.bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()}, refresh=False)
 
     def advance(self, amount: float) -> None:
-        if self.bar is not None:
-            self.bar.update(round(amount, 6))
+        if self.bar is not None:  # never past the total (tqdm warns at the end otherwise)
+            self.bar.update(max(0.0, min(round(amount, 6), self.bar.total - self.bar.n)))
 
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
         if self.writer is not None:
@@ -69,21 +71,95 @@ class TrainLog:
 
 
 class StopOnSignal:
-    """SIGTERM/SIGINT set a flag (main thread only); the previous handlers come back after."""
+    """Ctrl-C (SIGINT) and SIGTERM in a training loop (main thread only; the previous handlers
+    come back after).
 
-    def __init__(self):
+    Armed (the loop is stepping): the signal is acknowledged at once on stderr (a thread
+    woken by signal.set_wakeup_fd, so even during a long compilation), `flag` is set, and the
+    loop finishes its step, saves and returns "interrupted"; the command then exits with
+    `exit_code(status)`: 130 after SIGINT, 143 after SIGTERM (128 + the signal, as a shell
+    reports a process killed by it). A second Ctrl-C exits at once with 130, without saving.
+    Not armed yet (initialisation: nothing to save): one line on stderr and exit 128 + the
+    signal at once, without a traceback.
+    """
+
+    def __init__(self, *, armed: bool = True):
         self.flag = threading.Event()
+        self.armed = armed
+        self.signum: int | None = None
         self._old = {}
+        self._pipe = None
+        self._old_fd = -1
+        self._seen = 0
+
+    def arm(self) -> None:
+        self.armed = True
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, lambda *_: self.flag.set())
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        self._pipe = (r, w)
+        self._old_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        for sig in STOP_SIGNALS:
+            self._old[sig] = signal.signal(sig, self._handle)
+        threading.Thread(target=self._watch, args=(r,), daemon=True, name="stop-on-signal").start()
         return self
+
+    def _handle(self, signum, frame) -> None:
+        """The Python-level handler (main thread, between bytecodes): only sets the flag, so
+        the step in which a signal arrives is the last one; the watcher thread talks."""
+        global _last_signal
+        if self.armed and not self.flag.is_set():
+            self.signum = _last_signal = signum
+            self.flag.set()
+
+    def _watch(self, r: int) -> None:
+        while data := _read(r):
+            for signum in data:
+                if signum in STOP_SIGNALS:
+                    self._acknowledge(signum)
+        os.close(r)
+
+    def _acknowledge(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        self._seen += 1
+        if not self.armed:
+            _say(f"{name}: interrupted during initialisation; nothing to save, exiting")
+            os._exit(128 + signum)
+        if self._seen == 1:
+            _say(f"{name}: stopping after this step; Ctrl-C again to abort without saving")
+        elif signum == signal.SIGINT:
+            _say(f"{name} again: aborting without saving")
+            os._exit(128 + signum)
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._old_fd)
+            os.close(self._pipe[1])  # the watcher reads EOF and ends; it closes the read end
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_last_signal: int | None = None
+
+
+def exit_code(status: str) -> int:
+    """A training command's exit code: 128 + the signal that interrupted it, else 0."""
+    return 128 + _last_signal if status == "interrupted" and _last_signal else 0
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 64)
+    except OSError:
+        return b""
+
+
+def _say(text: str) -> None:
+    print(f"\n{text}", file=sys.stderr, flush=True)
 
 
 class Deadline:

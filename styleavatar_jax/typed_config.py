@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ def build_dataclass(
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{where}: {e}") from e
+        raise ValueError(str(e) if str(e).startswith(where) else f"{where}: {e}") from e
 
 
 def generator_config(
@@ -67,7 +68,15 @@ def load_config_file(spec: str, overrides: list[str] | None = None) -> ml_collec
     module_spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"--config={spec}: {file} defines no get_config()")
-    cfg = module.get_config(arg) if arg else module.get_config()
+    takes_arg = bool(inspect.signature(module.get_config).parameters)
+    if arg and not takes_arg:
+        raise ValueError(f"--config={spec}: {file}'s get_config() takes no argument; drop "
+                         f"':{arg}' (--config={path})")  # fmt: skip
+    try:
+        cfg = module.get_config(arg) if arg else module.get_config()
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--config={spec}: {file}'s get_config({arg!r}) failed ({e}); see "
+                         f"its docstring for the variants it takes") from e  # fmt: skip
     return apply_overrides(cfg, overrides or [])
 
 

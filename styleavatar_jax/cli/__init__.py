@@ -30,32 +30,68 @@ from __future__ import annotations
 import argparse
 import sys
 
+from styleavatar_jax import __version__
 from styleavatar_jax.cli import convert, dataset, eval, invert, outputs, sample, train, wdiff
+
+# What the top-level --help shows: the docstring's command list, not its note for developers.
+USAGE = __doc__.split("\nConfigDicts stop here")[0]
+# The errors a command raises for bad input (a flag, a config field, a file): one line, exit 2.
+BAD_INPUT = (ValueError, FileNotFoundError, FileExistsError, KeyError)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default unless it is None/False or its help already says it."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="styleavatar-jax",
-        description=__doc__,
+        description=USAGE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for group in (convert, sample, dataset, train, outputs, eval, invert, wdiff):
         group.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command -> its exit code: 0 done, 2 bad input (one line on stderr: the flag,
+    field or file, what was expected, the fix), 130 / 143 interrupted by SIGINT / SIGTERM
+    (see `train`), others per command."""
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides = [a for a in argv if a.startswith("--config.")]
     rest = [a for a in argv if not a.startswith("--config.")]
     parser = build_parser()
-    args = parser.parse_args(rest)
+    try:
+        args = parser.parse_args(rest)
+    except SystemExit as e:  # argparse: --help, --version (0) or a bad flag (2)
+        return e.code if isinstance(e.code, int) else 2
     try:
         return args.fn(args, overrides)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
+    except BAD_INPUT as e:
+        if args.debug:
+            raise
         print(f"styleavatar-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"styleavatar-jax {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

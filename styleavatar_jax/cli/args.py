@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import tempfile
+from pathlib import Path
 
 
 def generator_flags(p: argparse.ArgumentParser) -> None:
@@ -11,8 +15,10 @@ def generator_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", help="run directory (convert-eg3d or train output)")
     p.add_argument("--config", help="configs/NAME.py[:arg]: randomly initialised G (smoke tests)")
     p.add_argument("--truncation", type=float, help="psi (default: config sample.truncation_psi)")
-    p.add_argument("--neural-res", type=int, help="neural rendering resolution (default: config)")
-    p.add_argument("--devices", type=int, help="use the first N local devices (default: all)")
+    p.add_argument("--neural-res", type=positive_int,
+                   help="neural rendering resolution (default: config)")  # fmt: skip
+    p.add_argument("--devices", type=positive_int,
+                   help="use the first N local devices (default: all)")  # fmt: skip
 
 
 def parse_kinds(spec: str) -> list[str]:
@@ -29,3 +35,55 @@ def parse_kinds(spec: str) -> list[str]:
 def truncation_psi(args: argparse.Namespace, cfg) -> float:
     """--truncation, or the config's sample.truncation_psi."""
     return float(cfg.sample.truncation_psi if args.truncation is None else args.truncation)
+
+
+# ---------------------------------------------------------------------------------------
+# Checks that run before any heavy work (argparse `type=`s and output paths)
+
+
+def _number(kind, minimum, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {what}") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"{text}: expected {what}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _number(int, 1, "an integer ≥ 1")
+nonnegative_int = _number(int, 0, "an integer ≥ 0")
+positive_float = _number(float, 1e-300, "a number > 0")
+at_least_one = _number(float, 1, "a number ≥ 1")
+
+
+def check_output(path: str | os.PathLike, flag: str, *, folder: bool = False,
+                 suffixes: tuple[str, ...] = ()) -> Path:  # fmt: skip
+    """An output path is usable before the work that fills it: the suffix is one of
+    `suffixes`, no part of it is a file, and the folder it goes in is writable. Nothing is
+    created (a probe file is made and removed in the nearest existing folder)."""
+    out = Path(path)
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise ValueError(f"{flag}={path}: expected a file ending in {' or '.join(suffixes)}; "
+                         f"for example {flag}={out.with_suffix(suffixes[0])}")  # fmt: skip
+    if out.exists() and out.is_dir() != folder:
+        want = "a folder" if folder else "a file"
+        raise ValueError(f"{flag}={path}: exists and is not {want}; choose another path")
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag}={path}: {parent} is a file, not a folder; choose a path "
+                         "outside it")  # fmt: skip
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=parent)
+    except OSError as e:
+        raise ValueError(f"{flag}={path}: cannot write in {parent} ({e.strerror}); choose a "
+                         "writable folder") from None  # fmt: skip
+    os.close(fd)
+    os.unlink(probe)
+    return out

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from styleavatar_jax.cli.args import check_output
 from styleavatar_jax.typed_config import load_config_file
 
 
@@ -42,8 +43,14 @@ def cmd_convert(args, overrides) -> int:
     from styleavatar_jax.convert import check, snapshot
 
     src = Path(args.snapshot)
+    if src.is_dir():
+        raise ValueError(f"SNAPSHOT={src}: is a folder; expected an EG3D .pkl snapshot file "
+                         "(a run directory needs no conversion: pass it as --ckpt)")  # fmt: skip
     if not src.is_file():
-        raise FileNotFoundError(f"{src}: no such snapshot file")
+        raise FileNotFoundError(f"SNAPSHOT={src}: no such file; expected an EG3D .pkl snapshot")
+    check_output(args.out_dir, "OUT_DIR", folder=True)
+    if args.check and not Path(args.check).is_file():
+        raise FileNotFoundError(f"--check {args.check}: no such file")
     if src.suffix == ".pkl":
         if args.config:
             raise ValueError(
@@ -110,6 +117,7 @@ def _load_npz(path: str):
 def cmd_convert_inception(args, overrides) -> int:
     from styleavatar_jax.convert.inception import load_inception, save_npz
 
+    check_output(args.out, "OUT", suffixes=(".npz",))
     src = Path(args.src)
     variables = load_inception(src, flag="convert-inception SRC")
     out = save_npz(variables, args.out)

@@ -16,11 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from styleavatar_jax.cameras import parse_range
+from styleavatar_jax.cli.args import check_output, nonnegative_int, positive_int
 
 
 def cmd_make_dataset(args, overrides) -> int:
+    from styleavatar_jax.checkpoint import is_run_dir
     from styleavatar_jax.heads.make_mannequin import MannequinDatasetConfig, make_mannequin_dataset
 
+    check_output(args.out, "--out", folder=True)
+    if is_run_dir(args.out):
+        raise ValueError(f"--out={args.out}: is a training run directory (config.json and "
+                         "checkpoints/); choose a new folder for the dataset")  # fmt: skip
     guidance = () if args.guidance == "none" else tuple(
         g.strip() for g in args.guidance.split(",") if g.strip())  # fmt: skip
     cfg = MannequinDatasetConfig(
@@ -39,6 +45,8 @@ def cmd_dataset_info(args, overrides) -> int:
     from styleavatar_jax.data import camera_check
     from styleavatar_jax.data.formats import open_dataset
 
+    if args.plot:
+        check_output(args.plot, "--plot", suffixes=(".png",))
     with open_dataset(args.dir) as ds:
         ids = Counter(m["identity"] for m in ds.meta)
         views = Counter(m["view"] for m in ds.meta if m["view"])
@@ -80,6 +88,7 @@ def cmd_preview(args, overrides) -> int:
 
     if args.num < 1 or args.cols < 1 or args.size < 16:
         raise ValueError("--num and --cols must be at least 1 and --size at least 16")
+    check_output(args.out, "--out", suffixes=(".png",))
     with open_dataset(args.dir) as ds:
         picks = np.unique(np.linspace(0, len(ds) - 1, min(args.num, len(ds))).round().astype(int))
         kinds = ["image"] + (["depth", "pose"] if args.guidance else [])
@@ -136,10 +145,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-dataset", help="render a multi-view dataset (exact cameras)")
     p.add_argument("kind", choices=("mannequin",), help="what to render")
     p.add_argument("--out", required=True, help="dataset folder (resumes if it exists)")
-    p.add_argument("--num-ids", type=int, default=500, help="identities")
-    p.add_argument("--views-per-id", type=int, default=16, help="images per identity")
-    p.add_argument("--res", type=int, default=128, help="image resolution")
-    p.add_argument("--seed", type=int, default=0, help="identities and cameras come from it")
+    p.add_argument("--num-ids", type=positive_int, default=500, help="identities")
+    p.add_argument("--views-per-id", type=positive_int, default=16, help="images per identity")
+    p.add_argument("--res", type=positive_int, default=128, help="image resolution")
+    p.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="identities and cameras come from it"
+    )
     p.add_argument(
         "--yaw", default="-180:180", help="yaw range MIN:MAX, degrees (write --yaw=-90:90)"
     )
@@ -148,10 +159,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--radius", type=float, default=2.7, help="camera distance")
     p.add_argument("--fov", type=float, default=18.837, help="field of view, degrees")
-    p.add_argument("--supersample", type=int, default=1, help="k×k rays per pixel")
+    p.add_argument("--supersample", type=positive_int, default=1, help="k×k rays per pixel")
     p.add_argument("--guidance", default="depth,pose", help="depth,pose | depth | pose | none")
     p.add_argument("--format", default="png", choices=("png", "jpeg"), help="image files")
-    p.add_argument("--batch", type=int, default=8, help="images per render call")
+    p.add_argument("--batch", type=positive_int, default=8, help="images per render call")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_make_dataset)
 
@@ -164,9 +175,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("preview", help="a captioned grid of a dataset's images")
     p.add_argument("dir", help="EG3D folder or zip, or tfds directory")
     p.add_argument("--out", required=True, help="PNG to write")
-    p.add_argument("--num", type=int, default=16, help="images, evenly spaced in the set")
-    p.add_argument("--cols", type=int, default=8, help="images per row")
-    p.add_argument("--size", type=int, default=128, help="tile size in pixels")
+    p.add_argument("--num", type=positive_int, default=16, help="images, evenly spaced in the set")
+    p.add_argument("--cols", type=positive_int, default=8, help="images per row")
+    p.add_argument("--size", type=positive_int, default=128, help="tile size in pixels")
     p.add_argument("--guidance", action="store_true", help="show depth and pose beside each")
     p.set_defaults(fn=cmd_preview)
 

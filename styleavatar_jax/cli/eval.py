@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from styleavatar_jax.cli.args import check_output, nonnegative_int, positive_int
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("eval", help="FID/KID (all views and per view group), SWD, multi-view "
@@ -30,10 +32,10 @@ def add_parsers(sub) -> None:
                    "clip_score (default fid50k)")  # fmt: skip
     p.add_argument("--inception", help="pytorch-fid Inception weights (.pth) or convert-inception "
                    ".npz; needed for fid/kid")  # fmt: skip
-    p.add_argument("--num", type=int, help="generated images for every metric (overrides the "
-                   "N in fidNk; consistency uses min(N, 64) avatars)")  # fmt: skip
-    p.add_argument("--batch", type=int, default=32, help="images per compiled call, a multiple "
-                   "of the devices (default 32)")  # fmt: skip
+    p.add_argument("--num", type=positive_int, help="generated images for every metric "
+                   "(overrides the N in fidNk; consistency uses min(N, 64) avatars)")  # fmt: skip
+    p.add_argument("--batch", type=positive_int, default=32, help="images per compiled call, "
+                   "a multiple of the devices (default 32)")  # fmt: skip
     p.add_argument("--truncation", type=float, default=1.0, help="psi (default 1: none)")
     p.add_argument(
         "--cameras",
@@ -48,9 +50,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--floor-data", help="swd: a second real set (e.g. the training images when "
                    "--data is held out); its SWD to --data is the floor printed beside "
                    "(default: two halves of --data)")  # fmt: skip
-    p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
-    p.add_argument("--devices", type=int, help="use the first N local devices (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="camera draws and subsets")
+    p.add_argument("--step", type=nonnegative_int, help="checkpoint step (default: the latest)")
+    p.add_argument(
+        "--devices", type=positive_int, help="use the first N local devices (default: all)"
+    )
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="camera draws and subsets")
     p.add_argument("--out", help="result JSON (default RUN/metrics-<step>.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_eval)
@@ -63,6 +67,9 @@ def cmd_eval(args, overrides) -> int:
     from styleavatar_jax.data.formats import open_dataset
     from styleavatar_jax.eval import evaluate as ev
     from styleavatar_jax.models.triplane import TriPlaneGenerator
+
+    if args.out:
+        check_output(args.out, "--out", suffixes=(".json",))
 
     specs = ev.parse_metrics(args.metrics)
     settings = ev.EvalSettings(metrics=specs, num=args.num, batch=args.batch,
@@ -123,9 +130,11 @@ def add_view_classifier_parser(sub) -> None:
     p.add_argument("--heldout", help="a second real set for the reported accuracy (default: the "
                    "last 10%% of --data, also used to pick the best step)")  # fmt: skip
     p.add_argument("--out", required=True, help="classifier file (.npz)")
-    p.add_argument("--bins", type=int, default=8, help="yaw bins centred on the front (default 8)")
-    p.add_argument("--steps", type=int, default=2000, help="Adam steps (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="initial weights and batches")
+    p.add_argument(
+        "--bins", type=positive_int, default=8, help="yaw bins centred on the front (default 8)"
+    )
+    p.add_argument("--steps", type=positive_int, default=2000, help="Adam steps (default 2000)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="initial weights and batches")
     p.set_defaults(fn=cmd_train_view_classifier)
 
 
@@ -134,8 +143,7 @@ def cmd_train_view_classifier(args, overrides) -> int:
 
     if args.bins < 2 or args.steps < 1:
         raise ValueError(f"--bins={args.bins} --steps={args.steps}: expected bins ≥ 2, steps ≥ 1")
-    if not str(args.out).endswith(".npz"):
-        raise ValueError(f"--out={args.out}: expected a .npz file name")
+    check_output(args.out, "--out", suffixes=(".npz",))
     parent = Path(args.out).absolute().parent
     if not parent.is_dir():
         raise ValueError(f"--out={args.out}: the folder {parent} does not exist")

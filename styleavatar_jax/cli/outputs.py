@@ -21,14 +21,22 @@ from pathlib import Path
 import numpy as np
 
 from styleavatar_jax.checkpoint import load_generator
-from styleavatar_jax.cli.args import generator_flags, parse_kinds, truncation_psi
+from styleavatar_jax.cli.args import (
+    at_least_one,
+    check_output,
+    generator_flags,
+    nonnegative_int,
+    parse_kinds,
+    positive_int,
+    truncation_psi,
+)
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("video", help="turntable video(s): RGB, depth, normals")
     _common(p)
     p.add_argument("--seeds", default="0-3", help="e.g. 0-3 or 1,5,9 (side by side)")
-    p.add_argument("--frames", type=int, default=120, help="number of frames")
+    p.add_argument("--frames", type=positive_int, default=120, help="number of frames")
     p.add_argument("--yaw", default="-180:180",
                    help="A:B degrees (--yaw=-90:90 if A < 0); a full turn omits B")  # fmt: skip
     p.add_argument("--pitch", type=float, default=0.0, help="degrees (> 0: camera above)")
@@ -38,21 +46,23 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("mesh", help="marching-cubes mesh of one seed (PLY or OBJ)")
     _common(p, batch=False, fps=False)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--res", type=int, default=256, help="grid resolution per axis")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="the head to mesh")
+    p.add_argument("--res", type=positive_int, default=256, help="grid resolution per axis")
     p.add_argument("--threshold", type=float, default=10.0, help="σ level (EG3D: 10)")
-    p.add_argument("--chunk", type=int, default=65536, help="σ queries per compiled call")
+    p.add_argument("--chunk", type=positive_int, default=65536, help="σ queries per compiled call")
     p.add_argument("--out", required=True, help="head.ply or head.obj")
     p.add_argument("--preview", help="also write a PNG: 3 Lambert-shaded views of the mesh")
-    p.add_argument("--preview-res", type=int, default=256, help="pixels per preview view")
+    p.add_argument("--preview-res", type=positive_int, default=256, help="pixels per preview view")
     p.add_argument("--preview-yaws", default="0,90,180", help="degrees, comma separated")
     p.set_defaults(fn=cmd_mesh)
 
     p = sub.add_parser("walk", help="latent walk video (z slerp / w lerp) or truncation sweep")
     _common(p)
     p.add_argument("--seeds", default="0,1,2", help="keyframe seeds (a loop through them)")
-    p.add_argument("--space", choices=("z", "w"), default="w")
-    p.add_argument("--frames-per-seed", type=int, default=30)
+    p.add_argument("--space", choices=("z", "w"), default="w",
+                   help="z: slerp between the seeds' z; w: lerp between their ws")  # fmt: skip
+    p.add_argument("--frames-per-seed", type=positive_int, default=30,
+                   help="frames from one keyframe seed to the next")  # fmt: skip
     p.add_argument("--truncation-sweep", metavar="A:B:N",
                    help="psi from A to B in N frames at the first seed (not a walk)")  # fmt: skip
     p.add_argument("--yaw", type=float, default=0.0, help="camera yaw, degrees")
@@ -67,10 +77,10 @@ def add_parsers(sub) -> None:
 def _common(p: argparse.ArgumentParser, *, batch: bool = True, fps: bool = True) -> None:
     generator_flags(p)
     if batch:
-        p.add_argument("--batch", type=int, default=8,
+        p.add_argument("--batch", type=positive_int, default=8,
                        help="frames per compiled call (a multiple of the devices)")  # fmt: skip
     if fps:
-        p.add_argument("--fps", type=float, default=24.0)
+        p.add_argument("--fps", type=at_least_one, default=24.0, help="frames per second")
 
 
 def _latents(cfg, G, variables, seeds, psi):
@@ -109,6 +119,7 @@ def cmd_video(args, overrides) -> int:
     from styleavatar_jax.export import frames, video
 
     video.resolve_video_path(args.out, True)  # bad suffix: fail before rendering
+    check_output(args.out, "--out")
     kinds = parse_kinds(args.kinds)
     cfg, G, variables = load_generator(args.ckpt, args.config, overrides, "video")
     seeds = sampling.parse_seeds(args.seeds)
@@ -134,6 +145,7 @@ def cmd_walk(args, overrides) -> int:
     from styleavatar_jax.export import frames, video, walks
 
     video.resolve_video_path(args.out, True)
+    check_output(args.out, "--out")
     kinds = parse_kinds(args.kinds)
     cfg, G, variables = load_generator(args.ckpt, args.config, overrides, "walk")
     seeds = sampling.parse_seeds(args.seeds)
@@ -170,9 +182,9 @@ def cmd_mesh(args, overrides) -> int:
     from styleavatar_jax.export import frames, grid
     from styleavatar_jax.export import mesh as mesh_io
 
-    out = Path(args.out)
-    if out.suffix.lower() not in (".ply", ".obj"):
-        raise ValueError(f"--out={out}: expected a file ending in .ply or .obj")
+    out = check_output(args.out, "--out", suffixes=(".ply", ".obj"))
+    if args.preview:
+        check_output(args.preview, "--preview", suffixes=(".png",))
     if args.res < 2 or args.chunk < 1:
         raise ValueError(f"--res={args.res} --chunk={args.chunk}: expected res >= 2, chunk >= 1")
     cfg, G, variables = load_generator(args.ckpt, args.config, overrides, "mesh")

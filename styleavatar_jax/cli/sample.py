@@ -5,12 +5,10 @@ styleavatar-jax sample --ckpt DIR --seeds 0-63 --batch 32 --views yaw=-180:180:8
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from styleavatar_jax.checkpoint import load_generator
-from styleavatar_jax.cli.args import generator_flags
+from styleavatar_jax.cli.args import check_output, generator_flags, positive_int
 
 
 def add_parsers(sub) -> None:
@@ -18,7 +16,10 @@ def add_parsers(sub) -> None:
     generator_flags(p)
     p.add_argument("--seeds", default="0-7", help="e.g. 0-63 or 1,5,9")
     p.add_argument(
-        "--batch", type=int, default=8, help="seeds per compiled batch (multiple of devices)"
+        "--batch",
+        type=positive_int,
+        default=8,
+        help="seeds per compiled batch (multiple of devices)",
     )
     p.add_argument(
         "--views", default="yaw=-180:180:8", help="yaw=A:B:N or yaw=Y1,Y2;pitch=... (degrees)"
@@ -32,9 +33,10 @@ def cmd_sample(args, overrides) -> int:
     from styleavatar_jax import cameras, files, sampling
     from styleavatar_jax.export import grid
 
-    cfg, G, variables = load_generator(args.ckpt, args.config, overrides, "sample")
+    out = check_output(args.out, "--out", folder=True)
     seeds = sampling.parse_seeds(args.seeds)
     yaw, pitch = cameras.parse_views(args.views)
+    cfg, G, variables = load_generator(args.ckpt, args.config, overrides, "sample")
     camera = cfg.camera.to_dict()
     c_views = sampling.view_labels(yaw, pitch, camera)
     settings = sampling.SampleSettings(
@@ -46,7 +48,6 @@ def cmd_sample(args, overrides) -> int:
         noise_mode=args.noise_mode or cfg.sample.noise_mode,
     )
     mesh = sampling.make_mesh(args.devices)
-    out = Path(args.out)
     all_ws, all_seeds = [], []
     for chunk, images, depth, ws in sampling.sample_batches(
         G, variables, seeds, c_views, camera, settings, batch=args.batch, mesh=mesh

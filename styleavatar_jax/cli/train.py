@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from styleavatar_jax.cli.args import check_output, positive_float
 from styleavatar_jax.typed_config import load_config_file
 
 
@@ -23,7 +24,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --workdir from its latest checkpoint")  # fmt: skip
     p.add_argument("--init-from", metavar="PKL", help="start from an EG3D network .pkl")
-    p.add_argument("--max-minutes", type=float, help="stop (and save) after this long")
+    p.add_argument("--max-minutes", type=positive_float, help="stop (and save) after this long")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--distributed", action="store_true",
                    help="multi-host: call jax.distributed.initialize() first")  # fmt: skip
@@ -31,22 +32,27 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("demo", help="train a small avatar GAN on CPUs and show it learned")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    p.add_argument("--minutes", type=float, default=10.0, help="training time budget")
+    p.add_argument("--minutes", type=positive_float, default=10.0, help="training time budget")
     p.add_argument("--fresh", action="store_true", help="also remake the datasets")
     p.set_defaults(fn=cmd_demo)
 
 
 def cmd_train(args, overrides) -> int:
+    from styleavatar_jax.train.config import training_configs
+
+    cfg = load_config_file(args.config, overrides)
+    training_configs(cfg)  # bad config fields fail before JAX starts
+    check_output(args.workdir, "--workdir", folder=True)
+    if args.init_from and not Path(args.init_from).is_file():
+        raise FileNotFoundError(f"--init-from={args.init_from}: no such file")
     import jax
 
     if args.distributed:
         jax.distributed.initialize()
+    from styleavatar_jax.runtime import exit_code
     from styleavatar_jax.train import loop
     from styleavatar_jax.train.metrics import metric_callbacks
 
-    cfg = load_config_file(args.config, overrides)
-    if args.init_from and not Path(args.init_from).is_file():
-        raise FileNotFoundError(f"--init-from={args.init_from}: no such file")
     try:
         r = loop.train(cfg, args.workdir, resume=args.resume, init_from=args.init_from,
                        max_seconds=None if args.max_minutes is None else args.max_minutes * 60,
@@ -56,12 +62,13 @@ def cmd_train(args, overrides) -> int:
         print(f"styleavatar-jax train: {e}")
         return 3
     print(f"{r.status} at step {r.step} ({r.kimg:.3f} kimg); run directory {r.workdir}")
-    return 0
+    return exit_code(r.status)  # 130 / 143 after SIGINT / SIGTERM (runtime.StopOnSignal)
 
 
 def cmd_demo(args, overrides) -> int:
     from styleavatar_jax.cli.demo import DemoSettings, run_demo
 
+    check_output(args.out, "--out", folder=True)
     run_demo(DemoSettings(out=Path(args.out), minutes=args.minutes), fresh=args.fresh,
              overrides=overrides)  # fmt: skip
     return 0

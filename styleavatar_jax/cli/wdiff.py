@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from styleavatar_jax.checkpoint import load_generator
+from styleavatar_jax.cli.args import check_output, nonnegative_int, positive_float, positive_int
 from styleavatar_jax.typed_config import load_config_file
 
 
@@ -27,12 +28,16 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("wdiff-data", help="(w, CLIP embedding) pairs from a trained GAN")
     p.add_argument("--gan", required=True, help="GAN run directory (train / convert-eg3d)")
     p.add_argument("--clip", required=True, help="CLIP: transformers directory or hub id")
-    p.add_argument("--num", type=int, required=True, help="number of pairs")
+    p.add_argument("--num", type=positive_int, required=True, help="number of pairs")
     p.add_argument("--out", required=True, help="pairs file to write (.npz)")
-    p.add_argument("--batch", type=int, default=32, help="avatars per compiled batch")
-    p.add_argument("--seed", type=int, default=0, help="first z seed")
-    p.add_argument("--neural-res", type=int, help="neural rendering res (default: GAN config)")
-    p.add_argument("--devices", type=int, help="use the first N local devices (default: all)")
+    p.add_argument("--batch", type=positive_int, default=32, help="avatars per compiled batch")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="first z seed")
+    p.add_argument(
+        "--neural-res", type=positive_int, help="neural rendering res (default: GAN config)"
+    )
+    p.add_argument(
+        "--devices", type=positive_int, help="use the first N local devices (default: all)"
+    )
     p.set_defaults(fn=cmd_data)
 
     p = sub.add_parser("wdiff-train", help="train the W-diffusion denoiser on a pairs file")
@@ -40,7 +45,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--data", help="pairs file (default: config.data.path)")
     p.add_argument("--workdir", required=True, help="run directory (checkpoints, logs)")
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir")
-    p.add_argument("--max-minutes", type=float, help="stop (and save) after this long")
+    p.add_argument("--max-minutes", type=positive_float, help="stop (and save) after this long")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_train)
 
@@ -57,10 +62,12 @@ def add_parsers(sub) -> None:
         p.add_argument("conditions", nargs="+", help=what)
         _common(p)
         p.add_argument("--guidance", type=float, help="λ (default: config sample.guidance)")
-        p.add_argument("--num", type=int, default=4, help="avatars per condition")
+        p.add_argument("--num", type=positive_int, default=4, help="avatars per condition")
         p.add_argument("--truncation", type=float, default=1.0, help="psi towards G's w_avg")
         p.add_argument("--views", default="yaw=-180:135:8", help="grid views (as `sample`)")
-        p.add_argument("--frames", type=int, default=36, help="turntable frames (0: none)")
+        p.add_argument(
+            "--frames", type=nonnegative_int, default=36, help="turntable frames (0: none)"
+        )
         p.add_argument("--out", required=True, help="output folder")
         p.set_defaults(fn=cmd_generate, kind=name.split("-")[1])
 
@@ -69,11 +76,13 @@ def _common(p) -> None:
     p.add_argument("--gan", required=True, help="GAN run directory")
     p.add_argument("--wdiff", required=True, help="wdiff-train run directory")
     p.add_argument("--clip", help="CLIP directory or hub id (default: the pairs file's)")
-    p.add_argument("--steps", type=int, help="DDIM steps (default: config sample.steps)")
+    p.add_argument("--steps", type=positive_int, help="DDIM steps (default: config sample.steps)")
     p.add_argument("--eta", type=float, help="DDIM η (default: config sample.eta)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--batch", type=int, default=64, help="rows per compiled batch")
-    p.add_argument("--devices", type=int, help="use the first N local devices (default: all)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="sampling seed")
+    p.add_argument("--batch", type=positive_int, default=64, help="rows per compiled batch")
+    p.add_argument(
+        "--devices", type=positive_int, help="use the first N local devices (default: all)"
+    )
 
 
 def cmd_data(args, overrides) -> int:
@@ -83,9 +92,7 @@ def cmd_data(args, overrides) -> int:
 
     if args.num < 1:
         raise ValueError(f"--num={args.num}: expected ≥ 1")
-    out = Path(args.out)
-    if out.suffix != ".npz":
-        raise ValueError(f"--out {out}: expected a .npz file name")
+    out = check_output(args.out, "--out", suffixes=(".npz",))
     clip = load_clip(args.clip)  # fails before the GAN loads if the path is wrong
     cfg, G, g_vars = load_generator(args.gan, None, [], "--gan")
     mesh = sampling.make_mesh(args.devices)
@@ -124,11 +131,13 @@ def _clip_ref(path_or_id: str) -> str:
 
 
 def cmd_train(args, overrides) -> int:
+    from styleavatar_jax.runtime import exit_code
     from styleavatar_jax.wdiff import train
 
     cfg = load_config_file(args.config, overrides)
     if args.data:
         cfg.data.path = args.data
+    check_output(args.workdir, "--workdir", folder=True)
     max_seconds = None if args.max_minutes is None else args.max_minutes * 60
     state, status = train.train(
         cfg,
@@ -138,7 +147,7 @@ def cmd_train(args, overrides) -> int:
         progress=not args.no_progress,
     )
     print(f"{status} at step {int(state.step)}: {Path(args.workdir).absolute()}")
-    return 0
+    return exit_code(status)  # 130 / 143 after SIGINT / SIGTERM (runtime.StopOnSignal)
 
 
 def _setup(args):
@@ -193,6 +202,7 @@ def cmd_generate(args, overrides) -> int:
     from styleavatar_jax.wdiff.evaluate import num_ws
     from styleavatar_jax.wdiff.sample import sample_w, ws_from_w
 
+    check_output(args.out, "--out", folder=True)
     wd, cfg, G, g_vars, mesh = _setup(args)
     clip = _clip(args, wd, required=True)
     s = wd.sample
@@ -265,6 +275,8 @@ def cmd_eval(args, overrides) -> int:
     from styleavatar_jax.wdiff import evaluate, pairs
     from styleavatar_jax.wdiff.config import wdiff_configs
 
+    if args.out:
+        check_output(args.out, "--out", suffixes=(".json",))
     wd, cfg, G, g_vars, mesh = _setup(args)
     tc = wdiff_configs(wd.config)
     data = args.data or tc.data_path

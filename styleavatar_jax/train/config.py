@@ -22,6 +22,7 @@ field is an error naming `config.<section>.<field>`.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import ml_collections
 
@@ -29,6 +30,16 @@ from styleavatar_jax import typed_config
 from styleavatar_jax.models.discriminator import DiscriminatorConfig
 from styleavatar_jax.models.triplane import GeneratorConfig
 from styleavatar_jax.train.pose_labels import PoseLabelConfig
+
+
+def _check_finite(cfg, where: str) -> None:
+    """Every float field (and float in a tuple field) of a config dataclass is finite."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        for v in value if isinstance(value, tuple | list) else (value,):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{where}.{f.name}={value}: expected a finite number; pass e.g. "
+                                 f"--{where}.{f.name}={f.default}")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +68,17 @@ class TrainConfig:
     total_kimg: float = 25000.0
 
     def __post_init__(self):
+        _check_finite(self, "config.train")
+        for name in ("lr_g", "lr_d", "total_kimg"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"config.train.{name}={getattr(self, name)}: expected a number "
+                                 f"> 0; pass e.g. --config.train.{name}="
+                                 f"{getattr(TrainConfig, name)}")  # fmt: skip
+        for name in ("r1_gamma", "density_reg", "blur_init_sigma", "ema_kimg"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"config.train.{name}={getattr(self, name)}: expected a number "
+                                 f"≥ 0; pass e.g. --config.train.{name}="
+                                 f"{getattr(TrainConfig, name)}")  # fmt: skip
         if self.batch_size < 1:
             raise ValueError(f"train.batch_size={self.batch_size} must be positive")
         if self.accum_steps < 1 or self.batch_size % self.accum_steps:
@@ -83,6 +105,7 @@ class RunConfig:
     workers: int = 4  # image decode threads
 
     def __post_init__(self):
+        _check_finite(self, "config.run")
         for name in ("checkpoint_kimg", "snapshot_kimg"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config.run.{name} must be ≥ 0")

@@ -8,9 +8,13 @@
 
 Exact resume: a step's randomness is fold_in(key(seed), step) and its batch is
 `InputPipeline.batch_at(step)`, so the checkpointed state (G, D, G_ema, optimizers, step,
-nimg) is all a run needs to continue bit for bit. SIGTERM/SIGINT finish the current step,
-save, and return; a NaN/Inf loss or parameter stops the run with `TrainingDiverged` before
-anything non-finite is saved, so the last checkpoint stays good. Orbax writes each
+nimg) is all a run needs to continue bit for bit. SIGTERM/SIGINT are acknowledged at once
+on stderr; the current step finishes, is saved, and `train` returns status "interrupted"
+(the `train` command then exits 130 for SIGINT, 143 for SIGTERM: runtime.StopOnSignal). A
+second Ctrl-C aborts at once (exit 130, nothing saved); a signal during initialisation
+exits at once (128 + the signal, nothing to save). A NaN/Inf loss or parameter stops the
+run with `TrainingDiverged` before anything non-finite is saved, so the last checkpoint
+stays good. Orbax writes each
 checkpoint to a temporary directory and renames it, so a kill never leaves one half-written.
 """
 
@@ -65,8 +69,8 @@ def check_dataset(source: ImageSource, tc: TrainingConfigs) -> None:
         raise ValueError(
             f"{source.path}: images are {source.resolution}², but config.model.discriminator."
             f"img_resolution is {res} and config.model.generator.img_resolution "
-            f"{tc.generator.img_resolution}; resize the dataset (convert-dataset --resolution) "
-            "or pick a config at that resolution"
+            f"{tc.generator.img_resolution}; make the dataset at {res}² (make-dataset --res "
+            f"{res}) or pick a config made for {source.resolution}² images"
         )
     if source.labels.shape[1] != 25:
         raise ValueError(f"{source.path}: labels are {source.labels.shape[1]}-d, expected 25")
@@ -114,25 +118,17 @@ def restore_state(mngr: ocp.CheckpointManager, step: int, target: TrainState) ->
     """Restore `step` into the structure and shardings of `target` -> (state, meta)."""
     opt = {"g_opt": target.g_opt, "d_opt": target.d_opt, "step": target.step,
            "nimg": target.nimg}  # fmt: skip
-    where = Path(mngr.directory) / str(step)
-    try:
-        r = mngr.restore(
-            step,
-            args=ocp.args.Composite(
-                G=ocp.args.StandardRestore(target.g),
-                G_ema=ocp.args.StandardRestore(target.g_ema),
-                D=ocp.args.StandardRestore(target.d),
-                opt=ocp.args.StandardRestore(opt),
-                meta=ocp.args.JsonRestore(),
-            ),
-        )
-    except Exception as e:  # orbax raises many types for a damaged step
-        others = [s for s in mngr.all_steps() if s != step]
-        raise ValueError(
-            f"checkpoint {where} cannot be read ({type(e).__name__}: {e}); it is damaged or "
-            f"from another config. Other steps there: {others or 'none'} (delete the damaged "
-            "step to resume from the previous one)"
-        ) from e
+    r = checkpoint.restore_step(
+        mngr,
+        step,
+        dict(
+            G=ocp.args.StandardRestore(target.g),
+            G_ema=ocp.args.StandardRestore(target.g_ema),
+            D=ocp.args.StandardRestore(target.d),
+            opt=ocp.args.StandardRestore(opt),
+            meta=ocp.args.JsonRestore(),
+        ),
+    )
     o = r["opt"]
     state = TrainState(step=o["step"], nimg=o["nimg"], g=r["G"], g_ema=r["G_ema"], d=r["D"],
                        g_opt=o["g_opt"], d_opt=o["d_opt"])  # fmt: skip
@@ -247,37 +243,39 @@ def train(
     existing = _check_start(cfg, tc, workdir, resume, init_from)
     mesh = mesh or data_mesh()
     _check_batch(tc, mesh)
-    source = open_dataset(tc.data_path)
-    check_dataset(source, tc)
-    check_pivot(source.labels, cfg.camera.to_dict(), source.path, log)
+    with StopOnSignal(armed=False) as stop:  # a signal before the first step: exit
+        source = open_dataset(tc.data_path)
+        check_dataset(source, tc)
+        check_pivot(source.labels, cfg.camera.to_dict(), source.path, log)
 
-    nets = make_networks(tc.generator, tc.discriminator, tc.train, tc.pose)
-    trainer = Trainer(nets, mesh)
-    init_key, run_key = jax.random.split(jax.random.key(tc.seed))
-    state = _start_state(nets, trainer, init_key, init_from, mesh, abstract=bool(existing))
-    workdir.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0 and not existing:
-        checkpoint.write_config(workdir, cfg)
-    mngr = checkpoint.open_manager(workdir, tc.run.keep_checkpoints)
-    if existing:
-        state, _ = restore_state(mngr, existing[-1], state)
-        log(f"resumed {workdir} at step {int(state.step)} ({int(state.nimg) / 1000:.3f} kimg)")
+        nets = make_networks(tc.generator, tc.discriminator, tc.train, tc.pose)
+        trainer = Trainer(nets, mesh)
+        init_key, run_key = jax.random.split(jax.random.key(tc.seed))
+        state = _start_state(nets, trainer, init_key, init_from, mesh, abstract=bool(existing))
+        workdir.mkdir(parents=True, exist_ok=True)
+        if jax.process_index() == 0 and not existing:
+            checkpoint.write_config(workdir, cfg)
+        mngr = checkpoint.open_manager(workdir, tc.run.keep_checkpoints)
+        if existing:
+            state, _ = restore_state(mngr, existing[-1], state)
+            log(f"resumed {workdir} at step {int(state.step)} ({int(state.nimg) / 1000:.3f} kimg)")
 
-    t = tc.train
-    pos = Position(state, {}, int(state.step), int(state.nimg))
-    pipeline = InputPipeline(source, t.batch_size, seed=tc.seed, flip=tc.flip, mesh=mesh,
-                             threads=tc.run.workers)  # fmt: skip
-    logger = TrainLog(workdir, t.total_kimg, pos.nimg / 1000, progress)
-    run = Run(cfg, tc, nets, trainer, mesh, workdir, mngr, logger, run_key, log)
-    try:
-        with StopOnSignal() as stop, pipeline.iterate(pos.step) as batches:
-            pos, status = _loop(run, pos, batches, stop, Deadline(max_seconds), max_steps,
-                                callbacks)  # fmt: skip
-    finally:
-        logger.close()
-        pipeline.close()
-        source.close()
-        mngr.close()
+        t = tc.train
+        pos = Position(state, {}, int(state.step), int(state.nimg))
+        pipeline = InputPipeline(source, t.batch_size, seed=tc.seed, flip=tc.flip, mesh=mesh,
+                                 threads=tc.run.workers)  # fmt: skip
+        logger = TrainLog(workdir, t.total_kimg, pos.nimg / 1000, progress)
+        run = Run(cfg, tc, nets, trainer, mesh, workdir, mngr, logger, run_key, log)
+        try:
+            with pipeline.iterate(pos.step) as batches:
+                stop.arm()
+                pos, status = _loop(run, pos, batches, stop, Deadline(max_seconds), max_steps,
+                                    callbacks)  # fmt: skip
+        finally:
+            logger.close()
+            pipeline.close()
+            source.close()
+            mngr.close()
     return RunResult(pos.state, status, pos.step, pos.nimg / 1000, workdir)
 
 

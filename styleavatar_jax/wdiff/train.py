@@ -198,11 +198,10 @@ def train(
     mngr = checkpoint.open_manager(workdir, tc.run.keep_checkpoints)
     if existing:
         target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
-        restored = mngr.restore(
+        restored = checkpoint.restore_step(
+            mngr,
             existing[-1],
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
-            ),
+            dict(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
         )
         state = restored["state"]
         log(f"resumed {workdir} at step {int(state.step)}")
