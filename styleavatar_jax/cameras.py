@@ -322,6 +322,12 @@ def parse_views(spec: str, flag: str = "--views") -> tuple[np.ndarray, np.ndarra
     return np.deg2rad(yaw_grid.ravel()), np.deg2rad(pitch_grid.ravel())
 
 
+def yaw_bins_nest(fine: int, coarse: int = 4) -> bool:
+    """Whether every one of `fine` yaw bins lies inside one of `coarse` (both centred on the
+    front, as `yaw_bin`): fine = coarse × an odd number (12 or 20 in 4, not 8 or 16)."""
+    return fine % coarse == 0 and (fine // coarse) % 2 == 1
+
+
 @partial(jax.jit, static_argnames="bins")
 def yaw_bin(yaw, bins: int) -> jax.Array:
     """yaw [...] (radians, any turn) -> bin index [...] int32 in [0, bins), bin 0 on the front.

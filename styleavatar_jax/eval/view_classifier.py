@@ -98,11 +98,6 @@ def accuracy(params, images, yaw, *, batch: int = 256) -> float:
     return float(np.mean(predict(params, images, batch=batch) == yaw_bins(yaw, bins)))
 
 
-def nests(bins: int) -> bool:
-    """Whether each yaw bin lies inside one coarse view group (bins = 4 × an odd number)."""
-    return bins % 4 == 0 and (bins // 4) % 2 == 1
-
-
 def pose_accuracy(pred, yaw, bins: int) -> dict:
     """Predicted bins [N] and the cameras' yaw [N] (radians) -> {'value': fraction of
     pred == yaw_bin(yaw), 'num', 'bins', 'groups': {front/side/back: {'value', 'num'}} over
@@ -123,7 +118,7 @@ def pose_accuracy(pred, yaw, bins: int) -> dict:
         sel = group == g
         out["groups"][g] = {"value": float(hit[sel].mean()) if sel.any() else None,
                             "num": int(sel.sum())}  # fmt: skip
-    if nests(bins) and len(hit):
+    if cameras.yaw_bins_nest(bins) and len(hit):
         centres = np.radians(np.arange(bins) * 360.0 / bins)
         coarse = np.asarray(cameras.yaw_bin(centres, 4))  # bin -> its coarse group
         out["view_value"] = float(np.mean(coarse[pred] == yaw_bins(yaw, 4)))

@@ -46,6 +46,7 @@ from styleavatar_jax.cameras import (  # noqa: F401 (re-exported)
     label_angles,
     view_group,
     yaw_bin,
+    yaw_bins_nest,
 )
 
 MODES = ("camera", "coarse_to_fine", "none")
@@ -100,7 +101,7 @@ class PoseLabelConfig:
 
     def _check_nesting(self):
         fy, cy = self.fine_yaw_bins, self.coarse_yaw_bins
-        if fy % cy or (fy // cy) % 2 == 0:
+        if not yaw_bins_nest(fy, cy):
             odd = ", ".join(str(cy * k) for k in (1, 3, 5))
             raise ValueError(
                 f"PoseLabelConfig.fine_yaw_bins={fy}: the fine yaw bins must nest in the "
