@@ -171,3 +171,12 @@ def test_more_commands_check_first(capsys, tmp_path, monkeypatch, argv, flag):
     monkeypatch.chdir(tmp_path)
     fails(capsys, *argv, names=flag)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_reads_the_repositorys_config(cli_error, tmp_path):
+    """The README's first command finds configs/demo.py (a moved module once looked for it
+    inside the package): a bad override of it is reported, so the file was read."""
+    out = tmp_path / "demo"
+    msg = cli_error(["demo", "--out", out, "--config.train.total_kimg=-1"])
+    assert "total_kimg" in msg and "no such file" not in msg, msg
+    assert not out.exists()

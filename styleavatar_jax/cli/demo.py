@@ -37,7 +37,7 @@ from styleavatar_jax.train.config import training_configs
 from styleavatar_jax.train.state import make_networks
 from styleavatar_jax.typed_config import load_config_file
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.py"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.py"  # the repository's configs/
 
 
 @dataclasses.dataclass(frozen=True)
