@@ -250,4 +250,3 @@ def test_the_check_sees_an_upward_import(tmp_path):
         "import only ['cameras', 'nn', 'render']" in problems  # fmt: skip
     assert all(p.startswith(f"{PACKAGE}.models.net imports {PACKAGE}.train") for p in problems)
     assert cycles(g) == [[f"{PACKAGE}.models.net", f"{PACKAGE}.train.loop"]]
-
