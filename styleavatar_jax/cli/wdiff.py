@@ -281,7 +281,7 @@ def cmd_eval(args, overrides) -> int:
     tc = wdiff_configs(wd.config)
     data = args.data or tc.data_path
     p = pairs.load_pairs(data)
-    _, held = pairs.split(len(p), tc.train.heldout, tc.seed)
+    train_rows, held = pairs.split(len(p), tc.train.heldout, tc.seed)
     try:
         guidance = [float(x) for x in args.guidance.split(",")]
     except ValueError as e:
@@ -304,6 +304,7 @@ def cmd_eval(args, overrides) -> int:
         neural_res=int(p.meta.get("neural_res", cfg.model.neural_res)),
         embed=embed,
         batch=args.batch,
+        train_rows=train_rows,
     )
     result.update(pairs=str(data), gan=args.gan, wdiff=args.wdiff)
     text = json.dumps(result, indent=2)

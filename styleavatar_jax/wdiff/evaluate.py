@@ -4,6 +4,9 @@
   another held-out pair, i.e. a mapping-net sample); ratio < 1 means the condition is used.
 - w-space FD: Fréchet distance between sampled w (one per held-out condition) and the
   held-out mapping-net w, without (λ = 1) and with guidance (each λ asked for).
+- references for both, from the training rows (when given): the w-space FD between an
+  equal number of training w and the held-out w (two real sets: the floor), and the FD and
+  distance of the training mean w repeated (a model that ignores everything).
 - CLIP similarity (when an embedder is given): cos(e, embed(front view of sampled w))
   against the random baseline cos(e_i, e_j) of unrelated pairs.
 """
@@ -69,6 +72,7 @@ def evaluate(
     neural_res: int | None = None,
     embed=None,
     batch: int = 64,
+    train_rows: np.ndarray | None = None,
 ) -> dict:
     """Metrics (module docstring) over the held-out rows -> a JSON-able dict."""
     if len(heldout) < 2:
@@ -88,6 +92,15 @@ def evaluate(
         "clip_similarity_random": float(_cos(e, e[shift]).mean()),
         "guidance": {},
     }
+    if train_rows is not None and len(train_rows) >= 2:
+        w_train = pairs.w[train_rows]
+        mean_w = np.broadcast_to(w_train.mean(0), w_true.shape)
+        result["references"] = {
+            "w_fd_real": fid_from_features(w_train[: len(w_true)], w_true),
+            "num_real": int(min(len(w_train), len(w_true))),
+            "w_fd_mean_w": fid_from_features(mean_w, w_true),
+            "w_distance_mean_w": float(np.linalg.norm(mean_w - w_true, axis=-1).mean()),
+        }
     for lam in guidance:
         w = sample_w(
             wd,
