@@ -166,6 +166,18 @@ def config_differences(
     return out
 
 
+def check_run_dir(path: str | os.PathLike, flag: str = "--ckpt") -> Path:
+    """A path given as a run directory (--ckpt, --gan) -> Path; a file (an EG3D snapshot,
+    say) -> ValueError with the command that converts it."""
+    if Path(path).is_file():
+        raise ValueError(
+            f"{flag}={path}: is a file, but {flag} takes a run directory (made by train or "
+            f"convert-eg3d); for an EG3D snapshot, convert it first: styleavatar-jax "
+            f"convert-eg3d {path} OUT_DIR, then {flag}=OUT_DIR"
+        )
+    return Path(path)
+
+
 def load_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
@@ -253,19 +265,18 @@ def _quiet_event_loop_noise() -> None:
     sys.unraisablehook = lambda u: None if noise(u.exc_value) else unraisable_hook(u)
 
 
-def load_generator(ckpt: str | None, config: str | None, overrides, command: str):
-    """--ckpt RUN_DIR (its G_ema) or --config FILE (random init) -> (cfg, G, variables)."""
+def load_generator(ckpt: str | None, config: str | None, overrides, command: str,
+                   flag: str = "--ckpt"):  # fmt: skip
+    """--ckpt RUN_DIR (its G_ema) or --config FILE (random init) -> (cfg, G, variables);
+    `flag` names ckpt in messages."""
     from styleavatar_jax import typed_config
     from styleavatar_jax.models.triplane import TriPlaneGenerator
 
     if bool(ckpt) == bool(config):
         raise ValueError(f"{command}: give exactly one of --ckpt DIR or --config FILE "
                          "(random init)")  # fmt: skip
-    if ckpt and Path(ckpt).suffix in (".pkl", ".pt", ".pth") and Path(ckpt).is_file():
-        raise ValueError(f"--ckpt={ckpt}: an EG3D snapshot, not a run directory; convert it: "
-                         f"styleavatar-jax convert-eg3d {ckpt} RUN, then --ckpt RUN")  # fmt: skip
     if ckpt:
-        cfg = typed_config.apply_overrides(load_config(ckpt), overrides or [])
+        cfg = typed_config.apply_overrides(load_config(check_run_dir(ckpt, flag)), overrides or [])
     else:
         cfg = typed_config.load_config_file(config, overrides)
     G = TriPlaneGenerator(typed_config.generator_config(cfg.model.generator))

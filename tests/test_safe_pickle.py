@@ -229,7 +229,7 @@ def test_truncated_snapshot(tmp_path):
             r"expected an EG3D network snapshot \(a dict with 'G', 'D', 'G_ema'",
         ),
         (pickle.dumps([1, 2, 3]), "expected an EG3D network snapshot"),
-        (b"not a pickle at all", "cannot read as an EG3D network snapshot"),
+        (b"not a pickle at all", r"not a pickle \(it starts like text\); expected an EG3D"),
     ],
 )
 def test_foreign_files(tmp_path, data, message):

@@ -1,6 +1,8 @@
 """Video files (MP4 through imageio-ffmpeg, GIF) and the per-frame pictures: normals from the
 density gradient on an analytic sphere, depth and normal shading."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,6 +29,19 @@ def test_mp4_round_trip_and_no_temp_files(tmp_path):
     assert back.shape == clip.shape
     assert np.abs(back.astype(int) - clip).mean() < 3.0  # H.264 at quality 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
+def test_mp4_write_warns_nothing_about_fork(tmp_path):
+    """ffmpeg starts through fork + exec: JAX's fork warning (once its threads run) is dropped
+    while it starts, and the filter is not left on."""
+    if video.ffmpeg_exe() is None:
+        pytest.skip("imageio-ffmpeg is not installed")
+    jnp.zeros(2).block_until_ready()  # JAX's threads are running
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        video.read_video(video.write_video(tmp_path / "a.mp4", _moving_gradient(2), fps=8))
+    assert not [str(w.message) for w in caught if "fork" in str(w.message)]
+    assert not any("fork" in str(f[1]) for f in warnings.filters)  # the filter is not left on
 
 
 def test_mp4_odd_size_is_padded_to_even(tmp_path):

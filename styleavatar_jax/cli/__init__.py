@@ -53,9 +53,15 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def error(self, message: str):
+        """A usage error is two lines: the usage (unwrapped: argparse wraps a long one over
+        several), then the error."""
+        usage = " ".join(self.format_usage().split())
+        self.exit(2, f"{usage}\n{self.prog}: error: {message}\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="styleavatar-jax",
         description=USAGE,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from styleavatar_jax.cli.args import check_output
+from styleavatar_jax.files import load_npz
 from styleavatar_jax.typed_config import load_config_file
 
 
@@ -49,8 +50,7 @@ def cmd_convert(args, overrides) -> int:
     if not src.is_file():
         raise FileNotFoundError(f"SNAPSHOT={src}: no such file; expected an EG3D .pkl snapshot")
     check_output(args.out_dir, "OUT_DIR", folder=True)
-    if args.check and not Path(args.check).is_file():
-        raise FileNotFoundError(f"--check {args.check}: no such file")
+    io = load_npz(args.check, "--check") if args.check else None  # before the conversion
     if src.suffix == ".pkl":
         if args.config:
             raise ValueError(
@@ -69,8 +69,7 @@ def cmd_convert(args, overrides) -> int:
         raise ValueError(f"{src}: expected an EG3D .pkl snapshot or a .pt/.pth/.npz state dict")
     print(f"read {src}: {', '.join(f'{k} ({_count(v)} params)' for k, v in networks.items())}")
 
-    if args.check:
-        io = _load_npz(args.check)
+    if io is not None:
         neural_res = (
             int(
                 json.loads(str(io["init_kwargs"])).get(
@@ -102,16 +101,6 @@ def _count(variables) -> int:
     import jax
 
     return sum(int(np.size(x)) for x in jax.tree.leaves(variables.get("params", {})))
-
-
-def _load_npz(path: str):
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--check {p}: no such file")
-    try:
-        return dict(np.load(p, allow_pickle=False))
-    except Exception as e:
-        raise ValueError(f"--check {p}: not a readable .npz ({e})") from e
 
 
 def cmd_convert_inception(args, overrides) -> int:

@@ -44,6 +44,7 @@ def cmd_make_dataset(args, overrides) -> int:
 def cmd_dataset_info(args, overrides) -> int:
     from styleavatar_jax.data import camera_check
     from styleavatar_jax.data.formats import open_dataset
+    from styleavatar_jax.data.source import check_images
 
     if args.plot:
         check_output(args.plot, "--plot", suffixes=(".png",))
@@ -69,6 +70,7 @@ def cmd_dataset_info(args, overrides) -> int:
             print(camera_check.summarize_problems(problems))
         else:
             print(f"cameras: all {len(ds)} labels are valid EG3D cameras aimed at the head")
+        print(f"images: all {check_images(ds)} decode")  # a damaged one: its name, exit 2
         if args.plot:
             from styleavatar_jax.data.source import encode_rgb
             from styleavatar_jax.export.camera_plot import camera_plot
@@ -166,7 +168,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_make_dataset)
 
-    p = sub.add_parser("dataset-info", help="counts, camera histograms, camera validator")
+    p = sub.add_parser("dataset-info", help="counts, camera histograms, camera validator; "
+                       "decodes every image")  # fmt: skip
     p.add_argument("dir", help="EG3D folder or zip, or tfds directory")
     p.add_argument("--plot", metavar="PNG", help="also draw the cameras around the head")
     p.add_argument("--strict", action="store_true", help="exit 1 when a label looks wrong")

@@ -15,6 +15,7 @@ consistency and pose_acc (with a view classifier trained here on real images) ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def cmd_eval(args, overrides) -> int:
     from styleavatar_jax.convert.inception import load_inception, weights_help
     from styleavatar_jax.data.formats import open_dataset
     from styleavatar_jax.eval import evaluate as ev
+    from styleavatar_jax.files import load_npz
     from styleavatar_jax.models.triplane import TriPlaneGenerator
 
     if args.out:
@@ -81,37 +83,38 @@ def cmd_eval(args, overrides) -> int:
     needs_inception = any(s.kind in ("fid", "kid") for s in specs)
     if needs_inception and not args.inception:
         raise ValueError(f"--metrics={args.metrics} needs --inception FILE. {weights_help()}")
-    inception = load_inception(args.inception) if needs_inception else None
     needs_clip = any(s.kind in ev.CLIP_KINDS for s in specs)
     if needs_clip and not args.clip:
         raise ValueError(f"--metrics={args.metrics} needs --clip PATH_OR_HUB_ID (a transformers "
                          "CLIP folder, e.g. openai/clip-vit-base-patch32)")  # fmt: skip
     if any(s.kind == "clip_score" for s in specs) and not (args.clip_prompt or "").strip():
         raise ValueError("--metrics clip_score needs --clip-prompt TEXT")
-    clip = None
-    if needs_clip:
-        from styleavatar_jax.convert.clip import load_clip
-
-        clip = load_clip(args.clip)
-    run = Path(args.ckpt)
+    run = checkpoint.check_run_dir(args.ckpt)
     cfg = typed_config.apply_overrides(checkpoint.load_config(run), overrides)
     data = args.data or (cfg.data.path if "data" in cfg else None)
     if not data:
         raise ValueError(f"--data: not given and {run}/config.json has no data.path")
-    step = args.step if args.step is not None else checkpoint.latest_step(run)
-    G = TriPlaneGenerator(typed_config.generator_config(cfg.model.generator))
-    variables = checkpoint.load_networks(run, ["G_ema"], step=step)["G_ema"]
-    mesh = sampling.make_mesh(args.devices)
-    floor = open_dataset(args.floor_data) if args.floor_data else None
-    with open_dataset(data) as source:
+    if args.view_classifier:
+        load_npz(args.view_classifier, "--view-classifier")  # a wrong file fails before the work
+    with contextlib.ExitStack() as opened:  # the datasets first: they are quick to check
+        source = opened.enter_context(open_dataset(data))
+        floor = opened.enter_context(open_dataset(args.floor_data)) if args.floor_data else None
+        inception = load_inception(args.inception) if needs_inception else None
+        clip = None
+        if needs_clip:
+            from styleavatar_jax.convert.clip import load_clip
+
+            clip = load_clip(args.clip)
+        step = args.step if args.step is not None else checkpoint.latest_step(run)
+        G = TriPlaneGenerator(typed_config.generator_config(cfg.model.generator))
+        variables = checkpoint.load_networks(run, ["G_ema"], step=step)["G_ema"]
+        mesh = sampling.make_mesh(args.devices)
         result = ev.evaluate(
             G, variables, cfg.camera.to_dict(), source, settings, mesh=mesh,
             neural_res=int(cfg.model.neural_res), truncation_cutoff=cfg.sample.truncation_cutoff,
             inception=inception, clip=clip, clip_prompt=args.clip_prompt,
             floor_source=floor, progress=not args.no_progress,
         )  # fmt: skip
-    if floor is not None:
-        floor.close()
     result = {"run": str(run.absolute()), "step": step} | result
     if inception is not None:
         result["protocol"]["inception"] = ev.inception_record(args.inception)

@@ -24,6 +24,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --workdir from its latest checkpoint")  # fmt: skip
     p.add_argument("--init-from", metavar="PKL", help="start from an EG3D network .pkl")
+    p.add_argument("--check-all-images", action="store_true",
+                   help="decode every image first (default: 64 spread over the set)")  # fmt: skip
     p.add_argument("--max-minutes", type=positive_float, help="stop (and save) after this long")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--distributed", action="store_true",
@@ -56,7 +58,7 @@ def cmd_train(args, overrides) -> int:
     try:
         r = loop.train(cfg, args.workdir, resume=args.resume, init_from=args.init_from,
                        max_seconds=None if args.max_minutes is None else args.max_minutes * 60,
-                       progress=not args.no_progress,
+                       progress=not args.no_progress, check_all_images=args.check_all_images,
                        callbacks=metric_callbacks(cfg, args.workdir))  # fmt: skip
     except loop.TrainingDiverged as e:
         print(f"styleavatar-jax train: {e}")

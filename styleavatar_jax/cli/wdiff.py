@@ -94,7 +94,7 @@ def cmd_data(args, overrides) -> int:
         raise ValueError(f"--num={args.num}: expected ≥ 1")
     out = check_output(args.out, "--out", suffixes=(".npz",))
     clip = load_clip(args.clip)  # fails before the GAN loads if the path is wrong
-    cfg, G, g_vars = load_generator(args.gan, None, [], "--gan")
+    cfg, G, g_vars = load_generator(args.gan, None, [], "--gan", flag="--gan")
     mesh = sampling.make_mesh(args.devices)
     neural_res = args.neural_res or int(cfg.model.neural_res)
     t0 = time.perf_counter()
@@ -156,7 +156,7 @@ def _setup(args):
     from styleavatar_jax.wdiff import train
 
     wd = train.load_wdiff(args.wdiff)
-    cfg, G, g_vars = load_generator(args.gan, None, [], "--gan")
+    cfg, G, g_vars = load_generator(args.gan, None, [], "--gan", flag="--gan")
     if G.cfg.w_dim != wd.cfg.w_dim:
         raise ValueError(
             f"--gan {args.gan} has w_dim={G.cfg.w_dim} but --wdiff {args.wdiff} "

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from styleavatar_jax.convert import safe_pickle
-from styleavatar_jax.files import write_npz
+from styleavatar_jax.files import load_npz, write_npz
 from styleavatar_jax.models import inception
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -92,10 +92,9 @@ def from_state_dict(state_dict: dict[str, np.ndarray], where: str) -> dict:
     return flax.traverse_util.unflatten_dict(flat)
 
 
-def _from_npz(path: Path) -> dict:
+def _from_npz(path: Path, flag: str) -> dict:
     """A `save_npz` file -> variables (checked like a state dict)."""
-    with np.load(path, allow_pickle=False) as npz:
-        flat = {tuple(k.split("/")): npz[k] for k in npz.files}
+    flat = {tuple(k.split("/")): v for k, v in load_npz(path, flag).items()}
     expected = flax.traverse_util.flatten_dict(inception.variable_shapes())
     wrong = sorted(
         "/".join(k) for k in set(flat) | set(expected)
@@ -117,7 +116,7 @@ def load_inception(path: str | os.PathLike, flag: str = "--inception") -> dict:
     if not path.is_file():
         raise FileNotFoundError(missing_weights_message(path, flag))
     if path.suffix == ".npz":
-        return _from_npz(path)
+        return _from_npz(path, flag)
     return from_state_dict(safe_pickle.load_state_dict(path), str(path))
 
 

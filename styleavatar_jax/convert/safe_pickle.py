@@ -36,6 +36,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from styleavatar_jax.files import describe_magic, load_npz
+
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
 _LEGACY_PROTOCOL = 1001
 _NETWORKS = ("G", "D", "G_ema")
@@ -70,6 +72,7 @@ _MALFORMED = (
     AttributeError, struct.error, zipfile.BadZipFile, MemoryError, RecursionError,
 )
 # fmt: on
+_TORCH_SAVE = ("a pickle", "a zip archive")  # describe_magic of legacy and zip torch.save files
 
 
 class UnsafePickleError(ValueError):
@@ -290,13 +293,21 @@ def _read_zip(path: Path) -> Any:
             return _RestrictedUnpickler(f, str(path), storage=storage).load()
 
 
-def _guarded(path: Path, what: str, read) -> Any:
-    """Run read(); malformed input (truncated, not a pickle) -> ValueError naming the file."""
+def _guarded(path: Path, what: str, read, holds: tuple[str, ...] = ("a pickle",)) -> Any:
+    """Run read(); malformed input (truncated, not a pickle) -> ValueError naming the file,
+    and what it holds instead when its first bytes are not those of `holds` (describe_magic
+    kinds: a PNG, an HTML page...)."""
     try:
         return read()
-    except (UnsafePickleError, _FileError, FileNotFoundError):
+    except (UnsafePickleError, FileNotFoundError):
         raise
     except _MALFORMED as err:
+        kind = describe_magic(path)
+        if kind and kind not in holds:
+            raise _FileError(f"{path}: not {holds[0]} (it starts like {kind}); expected {what}; "
+                             "check the path, or download the file again") from err  # fmt: skip
+        if isinstance(err, _FileError):
+            raise
         raise _FileError(
             f"{path}: cannot read as {what} (truncated or corrupt?): {type(err).__name__}: {err}"
         ) from err
@@ -408,17 +419,17 @@ def load_state_dict(path: str | Path, prefix: str | None = None) -> dict[str, np
     path = Path(path)
 
     def read() -> Any:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files}
         if zipfile.is_zipfile(path):
             return _read_zip(path)
         with open(path, "rb") as f:
             return _read_legacy(f, str(path), network=False)
 
     flat: dict[str, np.ndarray] = {}
-    tree = _guarded(path, "a state dict (.npz or torch.save)", read)
-    _guarded(path, "a state dict", lambda: _flatten_tensors(tree, "", flat, str(path)))
+    if path.suffix == ".npz":
+        tree = load_npz(path)
+    else:
+        tree = _guarded(path, "a torch.save state dict", read, _TORCH_SAVE)
+    _guarded(path, "a state dict", lambda: _flatten_tensors(tree, "", flat, str(path)), _TORCH_SAVE)
     if prefix is None:
         return flat
     cut = {

@@ -21,6 +21,7 @@ import os
 import shutil
 import threading
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -39,7 +40,7 @@ from styleavatar_jax.data.source import (
     mirror_labels,
     normalize_meta,
 )
-from styleavatar_jax.files import write_atomic
+from styleavatar_jax.files import describe_magic, write_atomic
 
 DATASET_JSON = "dataset.json"
 EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
@@ -121,8 +122,8 @@ def open_eg3d(path: str | os.PathLike) -> ImageSource:
                 raise FileNotFoundError(f"{json_path}: labels[{i}] lists {name}, which is missing")
         read = lambda i: (path / names[i]).read_bytes()
         close = lambda: None
-    elif path.is_file() and zipfile.is_zipfile(path):
-        archive = zipfile.ZipFile(path)
+    elif path.is_file():
+        archive = _open_zip(path)
         lock = threading.Lock()  # one shared file handle: reads must not interleave
         listed = set(archive.namelist())
         where = f"{path}:{DATASET_JSON}"
@@ -140,11 +141,13 @@ def open_eg3d(path: str | os.PathLike) -> ImageSource:
 
         def read(i: int) -> bytes:
             with lock:
-                return archive.read(names[i])
+                try:
+                    return archive.read(names[i])
+                except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+                    raise ValueError(f"{path}: {names[i]} in the zip is damaged ({e}); "
+                                     "re-create the zip or download it again") from e  # fmt: skip
 
         close = archive.close
-    elif path.exists():
-        raise ValueError(f"{path}: expected an EG3D dataset folder or .zip")
     else:
         raise FileNotFoundError(f"EG3D dataset {path} does not exist")
     try:
@@ -327,6 +330,24 @@ def write_mirrored(
             name = mirrored_name(source.names[i])
             writer.write(len(source) + k, image, flipped_labels[k], meta, name)
     return writer.finish()
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    """A dataset .zip -> ZipFile; a damaged zip or another kind of file -> ValueError saying
+    which (a zip cut short by a failed copy has lost its directory, at the end)."""
+    try:
+        return zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        kind = describe_magic(path)
+        if kind == "a zip archive":
+            raise ValueError(
+                f"{path}: the zip is damaged or truncated (zipfile: {e}; {path.stat().st_size} "
+                "bytes); re-create it or download it again"
+            ) from e
+        like = f"it starts like {kind}" if kind else f"zipfile: {e}"
+        raise ValueError(
+            f"{path}: not a zip file ({like}); expected an EG3D dataset folder or .zip"
+        ) from e
 
 
 def _dataset_json_bytes(path: str | os.PathLike) -> bytes:

@@ -110,7 +110,10 @@ def image_info(data: bytes, where: str) -> tuple[str, int]:
     a square 8-bit RGB PNG or JPEG."""
     try:
         img = PIL.Image.open(io.BytesIO(data))
-    except (OSError, PIL.UnidentifiedImageError) as e:
+    except PIL.UnidentifiedImageError:
+        raise ValueError(f"{where}: not a readable PNG or JPEG image (damaged, or another "
+                         "format); replace it or remove it from the dataset") from None  # fmt: skip
+    except OSError as e:
         raise ValueError(f"{where}: not a readable image ({e})") from None
     if img.format not in IMAGE_FORMATS:
         raise ValueError(f"{where}: is {img.format}, expected one of {IMAGE_FORMATS}")
@@ -136,7 +139,8 @@ def decode_rgb(data: bytes, where: str, resolution: int) -> np.ndarray:
         with PIL.Image.open(io.BytesIO(data)) as img:
             return np.asarray(img)
     except OSError as e:  # truncated or corrupt data: the header was fine
-        raise ValueError(f"{where}: image data is corrupt ({e})") from None
+        raise ValueError(f"{where}: image data is corrupt ({e}); replace the file or remove "
+                         "it from the dataset") from None  # fmt: skip
 
 
 def encode_rgb(image: np.ndarray, fmt: str = "PNG", quality: int = 95) -> bytes:
@@ -204,6 +208,23 @@ class ImageSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def check_images(source: ImageSource, indices=None, workers: int = 8) -> int:
+    """Decode images `indices` (default: all) -> how many; the first damaged one (in index
+    order) -> ValueError naming it. Decodes in chunks, so a damaged image stops the check
+    without decoding the rest."""
+    indices = np.arange(len(source)) if indices is None else np.asarray(indices)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for chunk in np.array_split(indices, max(1, len(indices) // 256)):
+            for _ in pool.map(lambda i: source[int(i)], chunk):
+                pass
+    return len(indices)
+
+
+def spread(n: int, count: int) -> np.ndarray:
+    """min(count, n) indices spread evenly over [0, n), first and last included."""
+    return np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(int))
 
 
 def read_images(source: ImageSource, indices, workers: int = 8) -> np.ndarray:

@@ -34,6 +34,7 @@ from flax import traverse_util
 
 from styleavatar_jax import cameras
 from styleavatar_jax.eval.groups import GROUPS, metric_group
+from styleavatar_jax.files import load_npz
 
 WIDTHS = (32, 64, 128, 128)  # one stride-2 3×3 conv each: 64² -> 4² before the pooling
 FORMAT = "styleavatar_jax.view_classifier/1"
@@ -231,11 +232,11 @@ def save_classifier(path: str | Path, params, meta: dict) -> Path:
 def load_classifier(path: str | Path, resolution: int | None = None) -> tuple[dict, dict]:
     """-> (params, meta) of a `save_classifier` file. resolution: that of the images it will
     see; ValueError when it is not the one the classifier was trained at."""
-    with np.load(path, allow_pickle=False) as f:
-        if "meta" not in f.files:
-            raise ValueError(f"{path}: not a view classifier file (no 'meta' entry)")
-        meta = json.loads(str(f["meta"]))
-        flat = {k[len("params/") :]: f[k] for k in f.files if k.startswith("params/")}
+    f = load_npz(path)
+    if "meta" not in f:
+        raise ValueError(f"{path}: not a view classifier file (no 'meta' entry)")
+    meta = json.loads(str(f["meta"]))
+    flat = {k[len("params/") :]: v for k, v in f.items() if k.startswith("params/")}
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     if resolution is not None:

@@ -6,7 +6,9 @@ the path ends in .gif, frames go to a GIF. `resolve_video_path` says which, befo
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,16 @@ def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: float = 12.0) ->
     return write_atomic(path, write)
 
 
+@contextlib.contextmanager
+def _ffmpeg_starts():
+    """imageio-ffmpeg starts ffmpeg through subprocess (fork, then exec at once), and JAX's
+    fork hook warns on every fork once its threads run. The child only execs ffmpeg, so it
+    cannot deadlock on JAX's locks: drop exactly that warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
+        yield
+
+
 def ffmpeg_exe() -> str | None:
     """Path of imageio-ffmpeg's ffmpeg binary, or None when the package is missing."""
     try:
@@ -37,7 +49,8 @@ def ffmpeg_exe() -> str | None:
     except ImportError:
         return None
     try:
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        with _ffmpeg_starts():  # it runs `ffmpeg -version` once
+            return imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError:  # the package without a usable binary
         return None
 
@@ -70,7 +83,8 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float = 24.0,
     t, h, w, _ = frames.shape
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     path = Path(path)
-    with atomic_path(path, suffix=".tmp.mp4") as tmp:  # ffmpeg picks the format by suffix
+    # ffmpeg picks the container by the suffix
+    with _ffmpeg_starts(), atomic_path(path, suffix=".tmp.mp4") as tmp:
         writer = imageio_ffmpeg.write_frames(
             str(tmp), (frames.shape[2], frames.shape[1]), fps=fps, codec="libx264",
             quality=quality, pix_fmt_out="yuv420p", macro_block_size=2, ffmpeg_log_level="error",
@@ -110,10 +124,11 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
         return np.stack(out)
     import imageio_ffmpeg
 
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = next(reader)
-    w, h = meta["size"]
-    return np.stack([np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in reader])
+    with _ffmpeg_starts():
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+        w, h = meta["size"]
+        return np.stack([np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in reader])
 
 
 def _check_frames(frames) -> np.ndarray:

@@ -37,7 +37,7 @@ from jax.sharding import PartitionSpec as P
 from styleavatar_jax import cameras, checkpoint
 from styleavatar_jax.data.formats import open_dataset
 from styleavatar_jax.data.pipeline import InputPipeline
-from styleavatar_jax.data.source import ImageSource
+from styleavatar_jax.data.source import ImageSource, check_images, spread
 from styleavatar_jax.export.grid import image_grid, to_uint8, write_png
 from styleavatar_jax.runtime import Deadline, StopOnSignal, TrainingDiverged, TrainLog, data_mesh
 from styleavatar_jax.train.config import TrainingConfigs, training_configs
@@ -47,6 +47,7 @@ from styleavatar_jax.train.step import Trainer, phases_at, schedule_at
 # Config sections that define the math of a run: a resume must not change them.
 FROZEN_SECTIONS = ("seed", "model.generator", "model.discriminator", "train", "pose", "data.flip")
 RESUMABLE = ("train.total_kimg",)  # may change on --resume (as run.* may)
+CHECKED_IMAGES = 64  # decoded before the networks are built (a damaged dataset fails fast)
 
 
 @dataclasses.dataclass
@@ -232,12 +233,15 @@ def train(
     progress: bool = True,
     callbacks: Sequence[Callable[[int, TrainState, dict], None]] = (),
     log: Callable[[str], None] = print,
+    check_all_images: bool = False,
 ) -> RunResult:
     """Train per `cfg` into `workdir` (module docstring). resume: continue the run there from
     its latest checkpoint (a fresh start when it has none). max_steps / max_seconds: stop
     (and save) after this many steps / seconds of training in this call (status "stopped").
     callbacks(step, state, metrics) run once before the first step (metrics {}) and after
-    every step; the state they see is donated to the next step, so use it right away."""
+    every step; the state they see is donated to the next step, so use it right away.
+    Before the networks are built, CHECKED_IMAGES images spread over the dataset (all with
+    check_all_images) are decoded: a damaged one is a ValueError naming it."""
     tc = training_configs(cfg)
     workdir = Path(workdir).absolute()
     existing = _check_start(cfg, tc, workdir, resume, init_from)
@@ -246,6 +250,7 @@ def train(
     with StopOnSignal(armed=False) as stop:  # a signal before the first step: exit
         source = open_dataset(tc.data_path)
         check_dataset(source, tc)
+        check_images(source, None if check_all_images else spread(len(source), CHECKED_IMAGES))
         check_pivot(source.labels, cfg.camera.to_dict(), source.path, log)
 
         nets = make_networks(tc.generator, tc.discriminator, tc.train, tc.pose)

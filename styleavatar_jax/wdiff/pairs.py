@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from styleavatar_jax import sampling
-from styleavatar_jax.files import write_npz
+from styleavatar_jax.files import load_npz, write_npz
 
 # images [B, H, W, 3] float in [0, 1] -> embeddings [B, D]
 Embedder = Callable[[np.ndarray], np.ndarray]
@@ -52,16 +52,15 @@ def load_pairs(path: str | os.PathLike) -> Pairs:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such pairs file (make one with `wdiff-data`)")
+    f = load_npz(p)
+    missing = sorted({"w", "e", "seeds", "meta"} - set(f))
+    if missing:
+        raise ValueError(f"{p}: not a W-diffusion pairs file (no {missing})")
+    w, e, seeds = f["w"], f["e"], f["seeds"]
     try:
-        with np.load(p, allow_pickle=False) as f:
-            missing = sorted({"w", "e", "seeds", "meta"} - set(f.files))
-            if missing:
-                raise ValueError(f"{p}: not a W-diffusion pairs file (no {missing})")
-            w, e, seeds, meta = f["w"], f["e"], f["seeds"], json.loads(str(f["meta"]))
-    except (OSError, ValueError) as err:
-        if isinstance(err, ValueError) and str(p) in str(err):
-            raise
-        raise ValueError(f"{p}: not a readable .npz pairs file ({err})") from err
+        meta = json.loads(str(f["meta"]))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{p}: not a W-diffusion pairs file (meta is not JSON: {err})") from err
     if w.ndim != 2 or e.ndim != 2 or len(w) != len(e) or len(seeds) != len(w):
         raise ValueError(
             f"{p}: expected w [N, w_dim], e [N, D], seeds [N]; got {w.shape}, "
