@@ -27,11 +27,15 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 
 class TrainLog:
-    """TensorBoard (tensorboardX, process 0 only) + a tqdm bar counting `unit`s (kimg)."""
+    """TensorBoard (tensorboardX, process 0 only) + a tqdm bar counting `unit`s (kimg), or,
+    without the bar (`progress=False`: logs of background runs), one plain line per logged
+    step: the step, kimg, seconds per kimg since the previous line, and the losses."""
 
     def __init__(self, workdir: Path, total: float, done: float, progress: bool,
                  unit: str = "kimg"):  # fmt: skip
         self.main = jax.process_index() == 0
+        self.lines = self.main and not progress and unit == "kimg"
+        self.last = (time.monotonic(), None)  # (time, nimg) of the previous line
         self.writer = None
         if self.main:
             from tensorboardX import SummaryWriter
@@ -50,10 +54,20 @@ class TrainLog:
         if self.writer is not None:
             for k, v in {**metrics, **extra}.items():
                 self.writer.add_scalar(k, float(np.mean(v)), step)
+        shown = {k.split("/")[0][0] + k.split("/")[1][:4]: float(np.mean(v))
+                 for k, v in metrics.items() if k.endswith("loss")}  # fmt: skip
         if self.bar is not None:
-            shown = {k.split("/")[0][0] + k.split("/")[1][:4]: float(np.mean(v))
-                     for k, v in metrics.items() if k.endswith("loss")}  # fmt: skip
             self.bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()}, refresh=False)
+        if self.lines:
+            now, (then, before) = time.monotonic(), self.last
+            rate = (
+                ""
+                if before is None or nimg <= before
+                else (f"  {(now - then) / ((nimg - before) / 1000):.0f} s/kimg")
+            )
+            losses = "".join(f"  {k}={v:.3f}" for k, v in shown.items())
+            print(f"step {step}  {nimg / 1000:.3f} kimg{rate}{losses}", flush=True)
+            self.last = (now, nimg)
 
     def advance(self, amount: float) -> None:
         if self.bar is not None:  # never past the total (tqdm warns at the end otherwise)

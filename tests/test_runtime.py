@@ -2,6 +2,7 @@
 Ctrl-C (or one during initialisation) exits at once. No model is compiled."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,3 +73,16 @@ def test_progress_bar_never_passes_its_total(tmp_path):
             log.advance(0.004)
         log.close()
     assert log.bar.n == pytest.approx(0.01)
+
+
+def test_without_the_bar_each_logged_step_is_one_line(tmp_path, capsys):
+    """Background runs (`--no-progress`, nohup): a plain line per logged step with its rate."""
+    log = runtime.TrainLog(tmp_path, total=10.0, done=0.0, progress=False)
+    metrics = {"G/loss": [1.25, 1.75], "D/loss": 0.5, "D/r1_penalty": 3.0}
+    log.scalars(metrics, step=50, nimg=200, extra={})
+    log.scalars(metrics, step=100, nimg=400, extra={})
+    log.close()
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == "step 50  0.200 kimg  Gloss=1.500  Dloss=0.500"
+    assert re.fullmatch(r"step 100  0\.400 kimg  \d+ s/kimg  Gloss=1\.500  Dloss=0\.500", second)
+    assert (tmp_path / "tb").is_dir()

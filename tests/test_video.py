@@ -122,8 +122,12 @@ def test_depth_and_normal_pictures():
     np.testing.assert_allclose(out[0, 1, 1], [-1, -1, -1])
     up = frames.upsample(pic, 4)
     assert up.shape == (1, 4, 4, 3) and np.all(up[0, :2, :2] == pic[0, 0, 0])
-    with pytest.raises(ValueError, match="integer factor"):
-        frames.upsample(pic, 5)
+    np.testing.assert_array_equal(up, np.repeat(np.repeat(pic, 2, 1), 2, 2))
+    # Any size (EG3D's 48² neural render beside its 256² image): nearest neighbour.
+    rows = np.arange(48.0)[None, :, None, None] * np.ones((1, 1, 48, 3))
+    big = frames.upsample(rows, 256)
+    assert big.shape == (1, 256, 256, 3)
+    np.testing.assert_array_equal(big[0, :, 0, 0], np.floor((np.arange(256) + 0.5) * 48 / 256))
 
 
 def test_truncate_matches_formula():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from styleavatar_jax.cli.args import check_output, positive_float
+from styleavatar_jax.cli.args import check_output, positive_float, positive_int
 from styleavatar_jax.typed_config import load_config_file
 
 
@@ -36,6 +36,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     p.add_argument("--minutes", type=positive_float, default=10.0, help="training time budget")
     p.add_argument("--fresh", action="store_true", help="also remake the datasets")
+    p.add_argument("--train-ids", type=positive_int, default=120,
+                   help="mannequin identities in the training set (8 views each)")  # fmt: skip
+    p.add_argument("--heldout-ids", type=positive_int, default=32,
+                   help="identities in the held-out set the metric uses")  # fmt: skip
     p.set_defaults(fn=cmd_demo)
 
 
@@ -71,6 +75,7 @@ def cmd_demo(args, overrides) -> int:
     from styleavatar_jax.cli.demo import DemoSettings, run_demo
 
     check_output(args.out, "--out", folder=True)
-    run_demo(DemoSettings(out=Path(args.out), minutes=args.minutes), fresh=args.fresh,
-             overrides=overrides)  # fmt: skip
+    settings = DemoSettings(out=Path(args.out), minutes=args.minutes, train_ids=args.train_ids,
+                            heldout_ids=args.heldout_ids)  # fmt: skip
+    run_demo(settings, fresh=args.fresh, overrides=overrides)
     return 0

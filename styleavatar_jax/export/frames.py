@@ -232,12 +232,12 @@ def _check_chunk(settings: FrameSettings, mesh: Mesh):
 
 
 def upsample(images: np.ndarray, size: int) -> np.ndarray:
-    """[..., r, r, C] -> [..., size, size, C] by pixel repetition (size a multiple of r)."""
+    """[..., r, r, C] -> [..., size, size, C], nearest neighbour: output pixel i shows input
+    pixel ⌊(i + ½)·r / size⌋ (pixel repetition when size is a multiple of r; e.g. a 48²
+    neural render beside a 256² SR image)."""
     r = images.shape[-2]
-    if size % r:
-        raise ValueError(f"cannot upsample {r}² to {size}²: not an integer factor")
-    f = size // r
-    return np.repeat(np.repeat(images, f, axis=-3), f, axis=-2)
+    idx = ((np.arange(size) + 0.5) * r / size).astype(np.int64)
+    return images[..., idx, :, :][..., idx, :]
 
 
 def depth_pictures(depth: np.ndarray, alpha: np.ndarray) -> np.ndarray:

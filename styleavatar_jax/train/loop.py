@@ -20,6 +20,7 @@ checkpoint to a temporary directory and renames it, so a kill never leaves one h
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -247,8 +248,10 @@ def train(
     existing = _check_start(cfg, tc, workdir, resume, init_from)
     mesh = mesh or data_mesh()
     _check_batch(tc, mesh)
-    with StopOnSignal(armed=False) as stop:  # a signal before the first step: exit
+    # A signal before the first step: exit. Each resource is closed however the call ends.
+    with StopOnSignal(armed=False) as stop, contextlib.ExitStack() as cleanup:
         source = open_dataset(tc.data_path)
+        cleanup.callback(source.close)
         check_dataset(source, tc)
         check_images(source, None if check_all_images else spread(len(source), CHECKED_IMAGES))
         check_pivot(source.labels, cfg.camera.to_dict(), source.path, log)
@@ -261,6 +264,7 @@ def train(
         if jax.process_index() == 0 and not existing:
             checkpoint.write_config(workdir, cfg)
         mngr = checkpoint.open_manager(workdir, tc.run.keep_checkpoints)
+        cleanup.callback(mngr.close)
         if existing:
             state, _ = restore_state(mngr, existing[-1], state)
             log(f"resumed {workdir} at step {int(state.step)} ({int(state.nimg) / 1000:.3f} kimg)")
@@ -269,18 +273,14 @@ def train(
         pos = Position(state, {}, int(state.step), int(state.nimg))
         pipeline = InputPipeline(source, t.batch_size, seed=tc.seed, flip=tc.flip, mesh=mesh,
                                  threads=tc.run.workers)  # fmt: skip
+        cleanup.callback(pipeline.close)
         logger = TrainLog(workdir, t.total_kimg, pos.nimg / 1000, progress)
+        cleanup.callback(logger.close)
         run = Run(cfg, tc, nets, trainer, mesh, workdir, mngr, logger, run_key, log)
-        try:
-            with pipeline.iterate(pos.step) as batches:
-                stop.arm()
-                pos, status = _loop(run, pos, batches, stop, Deadline(max_seconds), max_steps,
-                                    callbacks)  # fmt: skip
-        finally:
-            logger.close()
-            pipeline.close()
-            source.close()
-            mngr.close()
+        with pipeline.iterate(pos.step) as batches:
+            stop.arm()
+            pos, status = _loop(run, pos, batches, stop, Deadline(max_seconds), max_steps,
+                                callbacks)  # fmt: skip
     return RunResult(pos.state, status, pos.step, pos.nimg / 1000, workdir)
 
 
