@@ -24,7 +24,7 @@ from typing import Any
 import ml_collections
 import orbax.checkpoint as ocp
 
-from styleavatar_jax.files import write_atomic
+from styleavatar_jax.files import shipped_hint, write_atomic
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -182,7 +182,8 @@ def load_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: not found; expected a run directory made by convert-eg3d or train"
+            f"{path}: not found; expected a run directory made by convert-eg3d or train."
+            + shipped_hint(path)
         )
     try:
         return ml_collections.ConfigDict(json.loads(path.read_text()))
@@ -196,16 +197,19 @@ def load_networks(
     """Restore the named networks (numpy/jax arrays) from the latest (or given) step."""
     ckpt = Path(run_dir).absolute() / CHECKPOINTS
     if not ckpt.is_dir():
-        raise FileNotFoundError(f"{ckpt}: no checkpoints; expected a run directory")
+        raise FileNotFoundError(
+            f"{ckpt}: no checkpoints; expected a run directory." + shipped_hint(ckpt)
+        )
     with ocp.CheckpointManager(ckpt) as mngr:
         step = mngr.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"{ckpt}: holds no checkpoint step")
+            raise FileNotFoundError(f"{ckpt}: holds no checkpoint step." + shipped_hint(ckpt))
         step_dir = ckpt / str(step)
         have = {p.name for p in step_dir.iterdir() if p.is_dir()} if step_dir.is_dir() else set()
         missing = [n for n in names if n not in have]
         if missing:
-            raise KeyError(f"{ckpt}/{step}: no network(s) {missing}; it holds {sorted(have)}")
+            raise ValueError(f"{ckpt}/{step}: no network(s) {missing}; it holds {sorted(have)}."
+                             + shipped_hint(ckpt))  # fmt: skip
         restored = restore_step(mngr, step, {n: ocp.args.StandardRestore() for n in names})
     return {n: restored[n] for n in names}
 
@@ -227,7 +231,7 @@ def restore_step(mngr: ocp.CheckpointManager, step: int, items: Mapping[str, Any
 
 def damaged_message(ckpt: Path, step: int, items: Sequence[str], error: BaseException) -> str:
     """One paragraph: which step and item, the damaged file if the error names it, and how to
-    go back to the previous step."""
+    go back to the previous step (or to restore it, for a model shipped in pretrained/)."""
     text = str(error)
     found = re.search(rf"{re.escape(str(ckpt))}/{step}/([^/\s\"']+)", text)
     item = found.group(1) if found and found.group(1) in items else None
@@ -238,7 +242,10 @@ def damaged_message(ckpt: Path, step: int, items: Sequence[str], error: BaseExce
            f"cannot be read ({type(error).__name__}"
            + (f" reading {files[-1]}" if files else "") + "). ")  # fmt: skip
     earlier = [s for s in list_steps(ckpt.parent) if s < step]
-    if earlier:
+    hint = shipped_hint(ckpt)
+    if hint:  # a shipped model: restoring it beats going back a step
+        msg += hint.strip()
+    elif earlier:
         msg += (f"The previous step, {earlier[-1]}, is on disk: delete this one "
                 f"(rm -r {where}) and rerun (train: with --resume) to continue from step "
                 f"{earlier[-1]}.")  # fmt: skip

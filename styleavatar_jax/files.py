@@ -74,12 +74,26 @@ def describe_magic(path: str | os.PathLike) -> str:
     return "an HTML page" if html else "text"
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "pretrained"  # models shipped in the repository
+
+
+def shipped_hint(path: str | os.PathLike) -> str:
+    """For a path inside the repository's pretrained/ folder: how to restore it ('' else)."""
+    p = Path(path).absolute()
+    for q in (p, p.resolve()):
+        if q == SHIPPED or SHIPPED in q.parents:
+            rel = (SHIPPED.name / q.relative_to(SHIPPED)).as_posix()
+            return (f" It is shipped with the repository: restore it with "
+                    f"`git checkout -- {rel}` (in {SHIPPED.parent}).")  # fmt: skip
+    return ""
+
+
 def load_npz(path: str | os.PathLike, flag: str = "") -> dict[str, np.ndarray]:
     """An .npz (no pickled objects) -> {name: array}. Anything else -> ValueError naming
     `flag` and the file and what it holds instead (a PNG, an HTML page, a damaged zip)."""
     where = f"{flag}={path}" if flag else str(path)
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{where}: no such file")
+        raise FileNotFoundError(f"{where}: no such file." + shipped_hint(path))
     kind = describe_magic(path)
     if kind != "a zip archive":
         like = f"it starts like {kind}" if kind else "it does not start like a zip archive"
@@ -93,4 +107,4 @@ def load_npz(path: str | os.PathLike, flag: str = "") -> dict[str, np.ndarray]:
             raise ValueError(f"{where}: holds pickled Python objects, which are never loaded "
                              "(they can run code); save plain arrays") from e  # fmt: skip
         raise ValueError(f"{where}: a damaged .npz file ({type(e).__name__}: {e}); make or "
-                         "download it again") from e  # fmt: skip
+                         "download it again." + shipped_hint(path)) from e  # fmt: skip

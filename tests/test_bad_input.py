@@ -216,3 +216,49 @@ def test_usage_errors_are_two_lines(cli_error, argv):
     lines = cli_error(argv).strip().splitlines()
     assert len(lines) == 2, lines
     assert lines[0].startswith("usage: styleavatar-jax") and ": error: " in lines[1]
+
+
+# ------------------------------------------------------------------ eval: resolutions
+def test_eval_dataset_at_another_resolution(cli_error, tmp_path):
+    """A 32² dataset for a 64² run: both resolutions named before any network is loaded."""
+    small = tmp_path / "small"
+    writer = eg3d_format.EG3DWriter(small)
+    for i, label in enumerate(make_labels(2)[0]):
+        writer.write(i, np.zeros((32, 32, 3), np.uint8), label, None)
+    writer.finish()
+    run, out = fake_run(tmp_path / "run"), tmp_path / "m.json"
+    msg = one_line(cli_error, ["eval", "--ckpt", run, "--metrics", "swd", "--data", small,
+                               "--out", out])  # fmt: skip
+    assert f"--data={small}: images are 32², but --ckpt={run} generates 64²" in msg
+    assert "(make-dataset --res 64)" in msg and not out.exists()
+
+
+def test_eval_view_classifier_at_another_resolution(cli_error, tmp_path, dataset):
+    from styleavatar_jax.eval.view_classifier import save_classifier
+
+    vc = save_classifier(tmp_path / "vc32.npz", {"w": np.zeros(2)}, {"resolution": 32, "bins": 8})
+    run, out = fake_run(tmp_path / "run"), tmp_path / "m.json"
+    msg = one_line(cli_error, ["eval", "--ckpt", run, "--metrics", "pose_acc", "--data", dataset,
+                               "--view-classifier", vc, "--out", out])  # fmt: skip
+    assert f"--view-classifier={vc}: trained on 32² images, but --ckpt={run} generates 64²" in msg
+    assert "train-view-classifier" in msg and not out.exists()
+
+
+# ------------------------------------------------------------------ a shipped file missing
+def test_missing_shipped_files_say_how_to_restore_them(cli_error, tmp_path, monkeypatch, dataset):
+    from styleavatar_jax import files
+
+    monkeypatch.setattr(files, "SHIPPED", tmp_path / "pretrained")
+    run = fake_run(tmp_path / "pretrained" / "m64")  # its checkpoints/ lost its steps
+    msg = one_line(cli_error, ["sample", "--ckpt", run, "--out", tmp_path / "s"])
+    assert "holds no checkpoint step" in msg
+    assert "restore it with `git checkout -- pretrained/m64/checkpoints`" in msg
+    (run / "config.json").unlink()
+    msg = one_line(cli_error, ["sample", "--ckpt", run, "--out", tmp_path / "s"])
+    assert "`git checkout -- pretrained/m64/config.json`" in msg
+    vc = tmp_path / "pretrained" / "vc.npz"
+    msg = one_line(cli_error, ["eval", "--ckpt", fake_run(tmp_path / "r"), "--metrics",
+                               "pose_acc", "--data", dataset, "--view-classifier", vc])  # fmt: skip
+    assert f"--view-classifier={vc}: no such file" in msg
+    assert "`git checkout -- pretrained/vc.npz`" in msg
+    assert not (tmp_path / "s").exists()

@@ -94,11 +94,27 @@ def cmd_eval(args, overrides) -> int:
     data = args.data or (cfg.data.path if "data" in cfg else None)
     if not data:
         raise ValueError(f"--data: not given and {run}/config.json has no data.path")
-    if args.view_classifier:
-        load_npz(args.view_classifier, "--view-classifier")  # a wrong file fails before the work
+    res = int(cfg.model.generator.img_resolution)
+    if args.view_classifier:  # a wrong file fails before the work
+        load_npz(args.view_classifier, "--view-classifier")
+        from styleavatar_jax.eval.view_classifier import load_classifier
+
+        vc_res = int(load_classifier(args.view_classifier)[1]["resolution"])
+        if vc_res != res:
+            raise ValueError(
+                f"--view-classifier={args.view_classifier}: trained on {vc_res}² images, but "
+                f"--ckpt={args.ckpt} generates {res}²; train one on {res}² real images "
+                "(styleavatar-jax train-view-classifier)"
+            )
     with contextlib.ExitStack() as opened:  # the datasets first: they are quick to check
         source = opened.enter_context(open_dataset(data))
         floor = opened.enter_context(open_dataset(args.floor_data)) if args.floor_data else None
+        for flag, src in (("--data", source), ("--floor-data", floor)):
+            if src is not None and src.resolution != res:
+                raise ValueError(
+                    f"{flag}={src.path}: images are {src.resolution}², but --ckpt={args.ckpt} "
+                    f"generates {res}²; give a dataset at {res}² (make-dataset --res {res})"
+                )
         inception = load_inception(args.inception) if needs_inception else None
         clip = None
         if needs_clip:
