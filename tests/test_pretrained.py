@@ -4,10 +4,11 @@ BENCHMARKS.md has its record) loads on a fresh clone and renders heads centred i
 
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
-from styleavatar_jax import checkpoint, sampling
+from styleavatar_jax import checkpoint, cli, sampling
 
 RUN = Path(__file__).resolve().parent.parent / "pretrained" / "mannequin64"
 BACKGROUND = 235 / 127.5 - 1  # the mannequin renders' grey
@@ -42,3 +43,19 @@ def test_heads_are_centred_from_every_side(views):
     centre_x = (fg * cols).sum(axis=(2, 3)) / fg.sum(axis=(2, 3))  # [S, V]
     offset = np.abs(centre_x / views.shape[3] - 0.5)
     assert offset.max() < 0.1, offset.round(3)
+
+
+def test_export_generator_keeps_g_ema_only(tmp_path):
+    """`export-generator`: the run's G_ema, bit for bit, with its config and step."""
+    step = checkpoint.latest_step(RUN)
+    assert cli.main(["export-generator", str(RUN), str(tmp_path / "g")]) == 0
+    out = tmp_path / "g"
+    assert checkpoint.list_steps(out) == [step]
+    held = sorted(p.name for p in (out / "checkpoints" / str(step)).iterdir() if p.is_dir())
+    assert held == ["G_ema"]
+    assert checkpoint.load_config(out).to_dict() == checkpoint.load_config(RUN).to_dict()
+    a = checkpoint.load_networks(RUN, ["G_ema"])["G_ema"]
+    b = checkpoint.load_networks(out, ["G_ema"])["G_ema"]
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert cli.main(["export-generator", str(RUN), str(out)]) == 2  # exists: --overwrite

@@ -1,7 +1,9 @@
-"""`convert-eg3d` and `convert-inception` subcommands: official weights -> our formats.
+"""`convert-eg3d` and `convert-inception` subcommands: official weights -> our formats;
+`export-generator`: a training run -> a run directory holding G_ema only (for sharing).
 
 styleavatar-jax convert-eg3d SNAPSHOT.pkl OUT_DIR [--check IO.npz] [--config FILE]
 styleavatar-jax convert-inception pt_inception-2015-12-05-6726825d.pth inception.npz
+styleavatar-jax export-generator RUN OUT_DIR [--step N]
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from styleavatar_jax.cli.args import check_output
+from styleavatar_jax.cli.args import check_output, nonnegative_int
 from styleavatar_jax.files import load_npz
 from styleavatar_jax.typed_config import load_config_file
 
@@ -33,10 +35,37 @@ def add_parsers(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     p.set_defaults(fn=cmd_convert)
 
+    p = sub.add_parser(
+        "export-generator", help="training run -> run directory with G_ema only (for sampling)"
+    )
+    p.add_argument("run", help="training run directory")
+    p.add_argument("out_dir", help="run directory to create")
+    p.add_argument("--step", type=nonnegative_int, help="checkpoint step (default: the latest)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    p.set_defaults(fn=cmd_export_generator)
+
     p = sub.add_parser("convert-inception", help="pytorch-fid Inception .pth -> .npz (no torch)")
     p.add_argument("src", help="pt_inception-2015-12-05-6726825d.pth")
     p.add_argument("out", help="output .npz")
     p.set_defaults(fn=cmd_convert_inception)
+
+
+def cmd_export_generator(args, overrides) -> int:
+    """G_ema and the config of one step (3 MB for configs/mannequin64.py, where the full
+    training state with G, D and both Adam states is 17 MB): what sampling needs."""
+    from styleavatar_jax import checkpoint
+
+    run = checkpoint.check_run_dir(args.run, "RUN")
+    check_output(args.out_dir, "OUT_DIR", folder=True)
+    cfg = checkpoint.load_config(run)
+    step = checkpoint.latest_step(run) if args.step is None else args.step
+    if step not in checkpoint.list_steps(run):
+        raise ValueError(f"--step={step}: {run} holds steps {checkpoint.list_steps(run)}")
+    g_ema = checkpoint.load_networks(run, ["G_ema"], step=step)["G_ema"]
+    out = checkpoint.write_new_run_dir(args.out_dir, cfg, {"G_ema": g_ema}, step=step,
+                                       overwrite=args.overwrite)  # fmt: skip
+    print(f"wrote {out} (G_ema of step {step})")
+    return 0
 
 
 def cmd_convert(args, overrides) -> int:
