@@ -130,3 +130,28 @@ def test_bad_inputs(runs, tmp_path, capsys):
     assert run(f"wdiff-data --gan {gan} --clip {none} --num 4 --out {pairs}") == 2
     assert "no such directory" in capsys.readouterr().err
     assert not (tmp_path / "p.npz").exists() and not out.exists()
+
+
+def test_eval_portraits(runs, tmp_path):
+    """--portraits: from-image, a random w and inversion on a dataset's front views."""
+    from styleavatar_jax import sampling
+    from styleavatar_jax.data import eg3d_format
+
+    _, gan, _, _, wd = runs
+    yaw = np.radians(np.array([0.0, 90.0, 20.0, 180.0, -30.0], np.float32))
+    labels = sampling.view_labels(yaw, np.zeros_like(yaw), tiny.get_config().camera.to_dict())
+    images = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    writer = eg3d_format.EG3DWriter(tmp_path / "set")
+    for i in range(5):
+        writer.write(i, images[i], labels[i], None)
+    writer.finish()
+    out = tmp_path / "eval.json"
+    assert run(f"wdiff-eval --gan {gan} --wdiff {wd} --steps 3 --batch 8 --devices 2 --guidance 1 "
+               f"--portraits {tmp_path / 'set'} --inversion-steps 3 --out {out}") == 0  # fmt: skip
+    r = json.loads(out.read_text())["portraits"]
+    assert r["num"] == 3 and r["indices"] == [0, 2, 4]  # the front views only
+    for m in ("from_image", "random_w", "inversion"):
+        assert (
+            r[m]["lpips"] > 0 and np.isfinite(r[m]["psnr"]) and len(r[m]["lpips_per_portrait"]) == 3
+        )
+    assert Image.open(r["picture"]).size == (3 * 64, 4 * 64)  # rows: portrait + 3 methods

@@ -38,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "export": _RUN | {"heads"},  # never train/
     "invert": _RUN,
     "train": _RUN | {"data", "heads", "convert", "eval", "export"},
-    "wdiff": _RUN | {"data", "convert", "eval", "export"},  # shares runtime, not train/
+    "wdiff": _RUN | {"data", "convert", "eval", "export", "invert"},  # not train/
     "cli": None,  # the top: may import anything; nothing imports it
 }
 FORBIDDEN_PACKAGES = ("torch", "diffusers")  # the JAX side runs without PyTorch

@@ -55,6 +55,16 @@ def add_parsers(sub) -> None:
     p.add_argument("--guidance", default="1,3", help="comma-separated λ values (default 1,3)")
     p.add_argument("--out", help="result JSON (default: WDIFF/eval-<step>.json)")
     p.add_argument("--no-clip", action="store_true", help="skip the CLIP similarity")
+    p.add_argument(
+        "--portraits",
+        metavar="DATASET",
+        help="also image -> avatar on this dataset's front views: from-image vs a random w "
+        "vs inversion (LPIPS, PSNR at each portrait's camera)",
+    )
+    p.add_argument("--portrait-num", type=positive_int, default=64, help="portraits to use")
+    p.add_argument("--portrait-guidance", type=float, default=3.0, help="λ of from-image")
+    p.add_argument("--inversion-steps", type=positive_int, default=100,
+                   help="Adam steps of the inversion baseline (its w stage)")  # fmt: skip
     p.set_defaults(fn=cmd_eval)
 
     for name, what in (("from-image", "portrait image(s)"), ("from-text", "sentence(s)")):
@@ -182,6 +192,37 @@ def _clip(args, wd, required: bool):
     return clip
 
 
+def _portraits(args, source, wd, cfg, G, g_vars, pairs, clip, mesh) -> dict:
+    """`wdiff-eval --portraits`: wdiff/portraits.py on the dataset's front views; a picture
+    (rows: portrait, from-image, random w, inversion) beside the JSON."""
+    from styleavatar_jax.export import grid
+    from styleavatar_jax.wdiff import portraits as pt
+
+    res = int(cfg.model.generator.img_resolution)
+    with source:
+        if source.resolution != res:
+            raise ValueError(f"--portraits={args.portraits}: images are {source.resolution}², "
+                             f"but --gan={args.gan} generates {res}²")  # fmt: skip
+        images, labels, idx = pt.front_portraits(source, args.portrait_num)
+    settings = pt.PortraitSettings(
+        num=len(images),
+        guidance=args.portrait_guidance,
+        steps=args.steps or wd.sample.steps,
+        inversion_steps=args.inversion_steps,
+        seed=args.seed,
+    )
+    neural_res = int(pairs.meta.get("neural_res", cfg.model.neural_res))
+    result, renders = pt.compare(wd, G, g_vars, clip, images, labels, cfg.camera.to_dict(),
+                                 neural_res, settings, mesh=mesh, log=print)  # fmt: skip
+    rows = np.concatenate([images[None, :8], grid.to_uint8(renders[:, :8])])
+    out = Path(args.out).with_suffix("") if args.out else Path(args.wdiff) / "portraits"
+    picture = grid.write_png(out.parent / f"{out.name}_portraits.png", grid.image_grid(rows))
+    result.update(dataset=str(args.portraits), indices=idx.tolist(), picture=str(picture))
+    for m in pt.METHODS:
+        print(f"portraits, {m}: LPIPS {result[m]['lpips']:.4f}, PSNR {result[m]['psnr']:.2f} dB")
+    return result
+
+
 def conditions(kind: str, items: list[str], clip) -> np.ndarray:
     """Image paths or sentences -> CLIP embeddings [N, D]."""
     from styleavatar_jax.invert.images import load_image
@@ -277,6 +318,13 @@ def cmd_eval(args, overrides) -> int:
 
     if args.out:
         check_output(args.out, "--out", suffixes=(".json",))
+    portraits = None
+    if args.portraits:
+        from styleavatar_jax.data.formats import open_dataset
+
+        if args.no_clip:
+            raise ValueError("--portraits embeds the portraits with CLIP: drop --no-clip")
+        portraits = open_dataset(args.portraits)  # a bad dataset fails before the work
     wd, cfg, G, g_vars, mesh = _setup(args)
     tc = wdiff_configs(wd.config)
     data = args.data or tc.data_path
@@ -286,7 +334,7 @@ def cmd_eval(args, overrides) -> int:
         guidance = [float(x) for x in args.guidance.split(",")]
     except ValueError as e:
         raise ValueError(f"--guidance {args.guidance!r}: expected numbers like 1,3") from e
-    clip = None if args.no_clip else _clip(args, wd, required=False)
+    clip = None if args.no_clip else _clip(args, wd, required=portraits is not None)
     embed = None if clip is None else (lambda x: np.asarray(clip.embed_images(x)))
     s = wd.sample
     result = evaluate.evaluate(
@@ -307,6 +355,8 @@ def cmd_eval(args, overrides) -> int:
         train_rows=train_rows,
     )
     result.update(pairs=str(data), gan=args.gan, wdiff=args.wdiff)
+    if portraits is not None:
+        result["portraits"] = _portraits(args, portraits, wd, cfg, G, g_vars, p, clip, mesh)
     text = json.dumps(result, indent=2)
     print(text)
     out = Path(args.out) if args.out else Path(args.wdiff) / "eval.json"
