@@ -4,6 +4,7 @@ input fails before any work, a NaN stops the run with the last good checkpoint k
 import os
 import shutil
 import signal
+import time
 
 import jax
 import numpy as np
@@ -79,6 +80,25 @@ def test_kill_and_resume_is_bit_exact(runs):
     # The killed run saved step 2; the resumed run step 4 (keep_checkpoints=2).
     steps = sorted(int(p.name) for p in (first.workdir / "checkpoints").iterdir())
     assert steps == [2, 4]
+
+
+def test_a_signal_during_logging_still_saves_the_step_it_reports(data, tmp_path, monkeypatch):
+    """The signal handler is a thread: a SIGTERM landing after the loop decided not to save
+    this step (here: while it logs) must not end the run unsaved. It stops after the next
+    step, with that step saved."""
+    log_scalars = loop._log_scalars
+
+    def log_then_signal(run, pos, *args):
+        log_scalars(run, pos, *args)
+        if pos.step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)  # the flag is set while this step is still being handled
+
+    monkeypatch.setattr(loop, "_log_scalars", log_then_signal)
+    r = loop.train(_cfg(data, "--config.run.log_steps=1"), tmp_path / "run", mesh=_mesh(2),
+                   progress=False)  # fmt: skip
+    assert (r.status, r.step) == ("interrupted", 2)
+    assert checkpoint.list_steps(r.workdir) == [2]
 
 
 def test_run_directory_serves_sample_and_logs(runs):

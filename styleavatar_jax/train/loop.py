@@ -400,8 +400,10 @@ def _loop(run: Run, pos: Position, batches: Iterator, stop: StopOnSignal, deadli
         pos = Position(state, metrics, pos.step + 1, pos.nimg + t.batch_size)
         for cb in callbacks:
             cb(pos.step, pos.state, pos.metrics)
-        timeout = deadline.passed()
-        done = pos.step == last_step or stop.flag.is_set() or timeout
+        # Read the flag once: a signal that lands after this (its handler is a thread) is
+        # seen after the next step, never between "save?" and "stop".
+        stopping, timeout = stop.flag.is_set(), deadline.passed()
+        done = pos.step == last_step or stopping or timeout
         if pos.step % r.log_steps == 0 or done:
             now = time.perf_counter()
             rate = (pos.nimg - tick_nimg) / 1000 / max(now - tick, 1e-9)
@@ -412,7 +414,7 @@ def _loop(run: Run, pos: Position, batches: Iterator, stop: StopOnSignal, deadli
             save(run, pos)
         if snap_every and (pos.step % snap_every == 0 or pos.step == total_steps):
             snapshot(run, pos, neural_res)
-        if stop.flag.is_set():
+        if stopping:
             status = "interrupted"
             where = run.workdir / checkpoint.CHECKPOINTS / str(pos.step)
             run.log(f"\nstopped by a signal at step {pos.step}; saved {where}")

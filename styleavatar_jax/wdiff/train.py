@@ -223,8 +223,9 @@ def train(
                 key = jax.random.fold_in(run_key, step)
                 state, metrics = step_fn(state, w_all[rows], c_all[rows], key)
                 step += 1
-                timeout = deadline.passed()
-                done = step == last or stop.flag.is_set() or timeout
+                # The flag read once (as the GAN loop): never "stop" without "save".
+                stopping, timeout = stop.flag.is_set(), deadline.passed()
+                done = step == last or stopping or timeout
                 if step % tc.run.log_steps == 0 or done:
                     host = jax.device_get(metrics)
                     if not all(np.isfinite(v) for v in host.values()):
@@ -236,7 +237,7 @@ def train(
                 logger.advance(1)
                 if step % tc.run.checkpoint_steps == 0 or done:
                     save_state(mngr, step, state, meta)
-                if stop.flag.is_set():
+                if stopping:
                     status = "interrupted"
                     break
                 if timeout:
