@@ -131,13 +131,23 @@ def _give_up(where: str, timeout_s: float) -> None:
 
 def _check_agreement(given: dict) -> None:
     """Every process was started with the same process count (one that joined a coordinator
-    expecting another count would otherwise train on a wrong share of the batch)."""
-    from jax.experimental import multihost_utils
+    expecting another count would otherwise train on a wrong share of the batch).
+
+    The check is a collective over every device of every process, the group the training
+    steps use: on CPU, gloo gives a new group 30 s for all its processes to arrive, and
+    setting it up here, while the processes are in step, spares the first training step that
+    limit (process 0 may compile a snapshot sampler before it)."""
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     (n, n_where), (i, _) = given["num_processes"], given["process_id"]
-    seen = multihost_utils.process_allgather(np.array([n, i], np.int64))  # [processes, 2]
+    mesh = Mesh(np.array(jax.devices()), ("all",))
+    local = np.tile(np.array([[n, i]], np.int32), (jax.local_device_count(), 1))
+    rows = jax.make_array_from_process_local_data(NamedSharding(mesh, P("all")), local)
+    gather = jax.jit(lambda x: x, out_shardings=NamedSharding(mesh, P()))
+    seen = np.unique(np.asarray(gather(rows)), axis=0)  # [(count, id)] of every process
     if jax.process_count() != n or np.any(seen[:, 0] != n):
-        counts = ", ".join(f"process {p}: {c}" for c, p in seen)
+        counts = ", ".join(f"process {p}: {c}" for c, p in sorted(seen, key=lambda r: r[1]))
         raise ValueError(
             f"the processes were started with different counts ({counts}; {n_where} here, "
             f"{jax.process_count()} at the coordinator): start every process with the same count"
