@@ -58,15 +58,19 @@ def cmd_train(args, overrides) -> int:
     if args.init_from and not Path(args.init_from).is_file():
         raise FileNotFoundError(f"--init-from={args.init_from}: no such file")
     join_processes(args)
+    import jax
+
     from styleavatar_jax.runtime import exit_code
     from styleavatar_jax.train import loop
     from styleavatar_jax.train.metrics import metric_callbacks
 
+    # In-training metrics on process 0 only (the others wait at the next step's collective).
+    callbacks = metric_callbacks(cfg, args.workdir) if jax.process_index() == 0 else []
     try:
         r = loop.train(cfg, args.workdir, resume=args.resume, init_from=args.init_from,
                        max_seconds=None if args.max_minutes is None else args.max_minutes * 60,
                        progress=not args.no_progress, check_all_images=args.check_all_images,
-                       callbacks=metric_callbacks(cfg, args.workdir))  # fmt: skip
+                       callbacks=callbacks)  # fmt: skip
     except loop.TrainingDiverged as e:
         print(f"styleavatar-jax train: {e}")
         return 3
