@@ -210,8 +210,22 @@ def load_networks(
         if missing:
             raise ValueError(f"{ckpt}/{step}: no network(s) {missing}; it holds {sorted(have)}."
                              + shipped_hint(ckpt))  # fmt: skip
-        restored = restore_step(mngr, step, {n: ocp.args.StandardRestore() for n in names})
+        items = {n: ocp.args.StandardRestore(_local_target(step_dir / n)) for n in names}
+        restored = restore_step(mngr, step, items)
     return {n: restored[n] for n in names}
+
+
+def _local_target(item_dir: Path):
+    """A saved item's shapes and dtypes on this process's first device: a checkpoint saved
+    on other devices (another mesh, other hosts) restores anywhere."""
+    import jax
+
+    try:
+        shapes = ocp.StandardCheckpointHandler().metadata(item_dir).tree
+    except Exception:  # unreadable metadata: restore_step reports the damaged step
+        return None
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here), shapes)
 
 
 class DamagedCheckpoint(ValueError):

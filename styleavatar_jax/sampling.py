@@ -154,15 +154,17 @@ def sample_batches(
         raise ValueError(f"--batch={batch} is not divisible by the {mesh.size} devices of the mesh")
     fn = make_sampler(G, settings, mesh)
     c_cond_one = view_labels(np.zeros(1), np.zeros(1), camera)[0]  # EG3D: frontal conditioning
-    variables = jax.device_put(variables, NamedSharding(mesh, P()))
-    c_views = jnp.asarray(c_views)
+    # Inputs placed explicitly: in a multi-process run jit takes no numpy for a sharded
+    # argument (a training snapshot samples on process 0's devices alone).
+    repl, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    variables = jax.device_put(variables, repl)
+    c_views = jax.device_put(np.asarray(c_views), repl)
+    c_cond = jax.device_put(np.broadcast_to(c_cond_one, (batch, c_cond_one.shape[0])), rows)
     for start in range(0, len(seeds), batch):
         chunk = list(seeds[start : start + batch])
         padded = chunk + [chunk[-1]] * (batch - len(chunk))
-        z = z_from_seeds(padded, G.cfg.z_dim)
-        c_cond = np.broadcast_to(c_cond_one, (batch, c_cond_one.shape[0]))
-        images, depth, ws = jax.device_get(
-            fn(variables, z, c_cond, c_views, np.asarray(padded, np.int32))
-        )
+        z = jax.device_put(z_from_seeds(padded, G.cfg.z_dim), rows)
+        seed_rows = jax.device_put(np.asarray(padded, np.int32), rows)
+        images, depth, ws = jax.device_get(fn(variables, z, c_cond, c_views, seed_rows))
         n = len(chunk)
         yield chunk, images[:n], depth[:n], ws[:n]

@@ -24,6 +24,7 @@ _RUN = _NETS | {"typed_config", "sampling", "checkpoint", "runtime"}
 ALLOWED: dict[str, set[str]] = {
     "cameras": set(),
     "files": set(),
+    "distributed": set(),  # joining the processes of a multi-host run (the CLI calls it)
     "nn": set(),
     "render": {"cameras"},
     "models": {"cameras", "nn", "render"},

@@ -21,6 +21,35 @@ def generator_flags(p: argparse.ArgumentParser) -> None:
                    help="use the first N local devices (default: all)")  # fmt: skip
 
 
+def distributed_flags(p: argparse.ArgumentParser) -> None:
+    """--distributed and its settings (train); see styleavatar_jax.distributed."""
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-process: join the other processes first (the settings below, "
+                        "else JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, "
+                        "else the TPU or SLURM environment)")  # fmt: skip
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (implies "
+                   "--distributed)")  # fmt: skip
+    p.add_argument("--num-processes", type=positive_int, help="processes in the run (implies "
+                   "--distributed)")  # fmt: skip
+    p.add_argument("--process-id", type=nonnegative_int, help="this process, 0 .. N-1 "
+                   "(implies --distributed)")  # fmt: skip
+    p.add_argument("--distributed-timeout", type=positive_float, default=120.0, metavar="S",
+                   help="seconds to wait for all processes to join")  # fmt: skip
+    p.add_argument("--heartbeat-timeout", type=positive_float, default=30.0, metavar="S",
+                   help="seconds without a sign of life after which a process counts as "
+                        "dead and the others exit")  # fmt: skip
+
+
+def join_processes(args: argparse.Namespace) -> None:
+    """distributed_flags -> styleavatar_jax.distributed.initialize, when asked for."""
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if args.distributed or any(f is not None for f in flags):
+        from styleavatar_jax import distributed
+
+        distributed.initialize(*flags, timeout_s=args.distributed_timeout,
+                               heartbeat_s=args.heartbeat_timeout)  # fmt: skip
+
+
 def parse_kinds(spec: str) -> list[str]:
     """'rgb,depth' -> ['rgb', 'depth'], a subset of export.frames.KINDS (--kinds)."""
     from styleavatar_jax.export.frames import KINDS

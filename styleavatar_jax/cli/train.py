@@ -4,16 +4,23 @@
         [--config.train.total_kimg=0.1 --config.train.batch_size=8 ...] [--distributed]
     styleavatar-jax demo [--out out/demo] [--minutes 10] [--fresh]
 
-Multi-host (TPU pod slice, several GPU hosts): run the same command on every host with
---distributed; jax.distributed.initialize() finds the coordinator from the TPU or SLURM
-environment, or from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID.
+Multi-host (TPU pod slice, several GPU or CPU hosts): run the same command on every host
+with --distributed (styleavatar_jax.distributed: the coordinator, process count and id from
+--coordinator / --num-processes / --process-id, else JAX_COORDINATOR_ADDRESS /
+JAX_NUM_PROCESSES / JAX_PROCESS_ID, else the TPU or SLURM environment).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from styleavatar_jax.cli.args import check_output, positive_float, positive_int
+from styleavatar_jax.cli.args import (
+    check_output,
+    distributed_flags,
+    join_processes,
+    positive_float,
+    positive_int,
+)
 from styleavatar_jax.typed_config import load_config_file
 
 
@@ -28,8 +35,7 @@ def add_parsers(sub) -> None:
                    help="decode every image first (default: 64 spread over the set)")  # fmt: skip
     p.add_argument("--max-minutes", type=positive_float, help="stop (and save) after this long")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--distributed", action="store_true",
-                   help="multi-host: call jax.distributed.initialize() first")  # fmt: skip
+    distributed_flags(p)
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("demo", help="train a small avatar GAN on CPUs and show it learned")
@@ -51,19 +57,20 @@ def cmd_train(args, overrides) -> int:
     check_output(args.workdir, "--workdir", folder=True)
     if args.init_from and not Path(args.init_from).is_file():
         raise FileNotFoundError(f"--init-from={args.init_from}: no such file")
+    join_processes(args)
     import jax
 
-    if args.distributed:
-        jax.distributed.initialize()
     from styleavatar_jax.runtime import exit_code
     from styleavatar_jax.train import loop
     from styleavatar_jax.train.metrics import metric_callbacks
 
+    # In-training metrics on process 0 only (the others wait at the next step's collective).
+    callbacks = metric_callbacks(cfg, args.workdir) if jax.process_index() == 0 else []
     try:
         r = loop.train(cfg, args.workdir, resume=args.resume, init_from=args.init_from,
                        max_seconds=None if args.max_minutes is None else args.max_minutes * 60,
                        progress=not args.no_progress, check_all_images=args.check_all_images,
-                       callbacks=metric_callbacks(cfg, args.workdir))  # fmt: skip
+                       callbacks=callbacks)  # fmt: skip
     except loop.TrainingDiverged as e:
         print(f"styleavatar-jax train: {e}")
         return 3

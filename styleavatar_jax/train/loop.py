@@ -245,6 +245,7 @@ def train(
     check_all_images) are decoded: a damaged one is a ValueError naming it."""
     tc = training_configs(cfg)
     workdir = Path(workdir).absolute()
+    log = log if jax.process_index() == 0 else lambda text: None  # one voice per run
     existing = _check_start(cfg, tc, workdir, resume, init_from)
     mesh = mesh or data_mesh()
     _check_batch(tc, mesh)
