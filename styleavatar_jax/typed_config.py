@@ -105,6 +105,8 @@ def apply_overrides(
 
 
 def _parse_like(old: Any, text: str, flag: str) -> Any:
+    if isinstance(old, str):  # a string field takes the text (pose.mode=none is "none")
+        return text
     if text.lower() in ("none", "null"):
         return None
     try:

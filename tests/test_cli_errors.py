@@ -180,3 +180,15 @@ def test_demo_reads_the_repositorys_config(cli_error, tmp_path):
     msg = cli_error(["demo", "--out", out, "--config.train.total_kimg=-1"])
     assert "total_kimg" in msg and "no such file" not in msg, msg
     assert not out.exists()
+
+
+def test_overrides_parse_as_the_fields_type():
+    """A string field takes the text as it is: `pose.mode=none` is the mode "none" (it was
+    None once, and refused); other fields take none/null as None."""
+    from styleavatar_jax.typed_config import apply_overrides, load_config_file
+
+    overrides = ["--config.pose.mode=none", "--config.pose.label_mix=coarse_always",
+                 "--config.train.r1_gamma=2", "--config.sample.truncation_cutoff=none"]  # fmt: skip
+    cfg = apply_overrides(load_config_file("configs/mannequin64.py"), overrides)
+    assert cfg.pose.mode == "none" and cfg.pose.label_mix == "coarse_always"
+    assert cfg.train.r1_gamma == 2.0 and cfg.sample.truncation_cutoff is None
