@@ -2,6 +2,7 @@
 BENCHMARKS.md has its record) loads on a fresh clone and renders heads centred in every view.
 """
 
+import json
 from pathlib import Path
 
 import jax
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from styleavatar_jax import checkpoint, cli, sampling
+from styleavatar_jax.heads.make_mannequin import MannequinDatasetConfig, make_mannequin_dataset
 
 RUN = Path(__file__).resolve().parent.parent / "pretrained" / "mannequin64"
 BACKGROUND = 235 / 127.5 - 1  # the mannequin renders' grey
@@ -59,3 +61,24 @@ def test_export_generator_keeps_g_ema_only(tmp_path):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
     assert cli.main(["export-generator", str(RUN), str(out)]) == 2  # exists: --overwrite
+
+
+def test_samples_measure_against_held_out_mannequins(tmp_path):
+    """The shipped model against 64 real held-out mannequins (8 identities the training set
+    does not have): SWD per view group and pose accuracy with the shipped view classifier,
+    through `eval`. Measured on this set (64 samples): SWD×1e3 53.5 (front 76.9, side 68.7,
+    back 64.5), pose accuracy 0.67. The bounds are loose, yet a model at 2 kimg of the same
+    recipe fails them (BENCHMARKS.md's ablation: SWD 94–115 on 512 samples, pose accuracy
+    0.22–0.34; chance is 0.125)."""
+    cfg = MannequinDatasetConfig(num_ids=8, views_per_id=8, resolution=64, seed=1000,
+                                 guidance=(), batch=16)  # fmt: skip
+    make_mannequin_dataset(cfg, tmp_path / "heldout", progress=False)
+    out = tmp_path / "m.json"
+    assert cli.main(["eval", "--ckpt", str(RUN), "--data", str(tmp_path / "heldout"),
+                     "--metrics", "swd,pose_acc", "--num", "64", "--no-progress",
+                     "--view-classifier", str(RUN.parent / "view_classifier64.npz"),
+                     "--out", str(out)]) == 0  # fmt: skip
+    m = json.loads(out.read_text())["metrics"]
+    assert m["swd"]["value"] < 75
+    assert all(v["value"] < 100 for v in m["swd"]["groups"].values()), m["swd"]["groups"]
+    assert m["pose_acc"]["value"] >= 0.45
