@@ -87,8 +87,12 @@ class TrainConfig:
                 f"train.batch_size={self.batch_size}"
             )
         for name in ("g_reg_interval", "d_reg_interval"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be ≥ 0 (0 = regularise every step)")
+            if getattr(self, name) < 1:  # 0 once meant "every step" and silently ran none
+                raise ValueError(
+                    f"config.train.{name}={getattr(self, name)}: expected an interval ≥ 1 (1 = "
+                    "regularise every step, as a lazy step of its own); EG3D's non-lazy mode "
+                    "(main loss and regulariser in one Adam step) is not implemented"
+                )
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))  # hashable
 
 

@@ -236,10 +236,10 @@ PHASES = {"Gmain": g_main, "Greg": g_reg, "Dmain": d_main, "Dreg": d_reg}
 def phases_at(train, step: int) -> tuple[str, ...]:
     """Phases run at iteration `step` (EG3D: a reg phase runs when step % interval == 0)."""
     out = ["Gmain"]
-    if train.density_reg > 0 and train.g_reg_interval and step % train.g_reg_interval == 0:
+    if train.density_reg > 0 and step % train.g_reg_interval == 0:
         out.append("Greg")
     out.append("Dmain")
-    if train.r1_gamma > 0 and train.d_reg_interval and step % train.d_reg_interval == 0:
+    if train.r1_gamma > 0 and step % train.d_reg_interval == 0:
         out.append("Dreg")
     return tuple(out)
 
