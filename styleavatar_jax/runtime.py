@@ -60,11 +60,9 @@ class TrainLog:
             self.bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()}, refresh=False)
         if self.lines:
             now, (then, before) = time.monotonic(), self.last
-            rate = (
-                ""
-                if before is None or nimg <= before
-                else (f"  {(now - then) / ((nimg - before) / 1000):.0f} s/kimg")
-            )
+            rate = ""
+            if before is not None and nimg > before:
+                rate = f"  {(now - then) / ((nimg - before) / 1000):.0f} s/kimg"
             losses = "".join(f"  {k}={v:.3f}" for k, v in shown.items())
             print(f"step {step}  {nimg / 1000:.3f} kimg{rate}{losses}", flush=True)
             self.last = (now, nimg)

@@ -240,7 +240,10 @@ def test_eval_view_classifier_at_another_resolution(cli_error, tmp_path, dataset
     run, out = fake_run(tmp_path / "run"), tmp_path / "m.json"
     msg = one_line(cli_error, ["eval", "--ckpt", run, "--metrics", "pose_acc", "--data", dataset,
                                "--view-classifier", vc, "--out", out])  # fmt: skip
-    assert f"--view-classifier={vc}: trained on 32² images, but --ckpt={run} generates 64²" in msg
+    assert (
+        f"--view-classifier={vc}: the view classifier was trained on 32² images, but "
+        f"--ckpt={run} generates 64²"
+    ) in msg
     assert "train-view-classifier" in msg and not out.exists()
 
 

@@ -34,8 +34,6 @@ def test_mp4_round_trip_and_no_temp_files(tmp_path):
 def test_mp4_write_warns_nothing_about_fork(tmp_path):
     """ffmpeg starts through fork + exec: JAX's fork warning (once its threads run) is dropped
     while it starts, and the filter is not left on."""
-    if video.ffmpeg_exe() is None:
-        pytest.skip("imageio-ffmpeg is not installed")
     jnp.zeros(2).block_until_ready()  # JAX's threads are running
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

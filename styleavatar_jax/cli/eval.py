@@ -67,7 +67,6 @@ def cmd_eval(args, overrides) -> int:
     from styleavatar_jax.convert.inception import load_inception, weights_help
     from styleavatar_jax.data.formats import open_dataset
     from styleavatar_jax.eval import evaluate as ev
-    from styleavatar_jax.files import load_npz
     from styleavatar_jax.models.triplane import TriPlaneGenerator
 
     if args.out:
@@ -96,16 +95,10 @@ def cmd_eval(args, overrides) -> int:
         raise ValueError(f"--data: not given and {run}/config.json has no data.path")
     res = int(cfg.model.generator.img_resolution)
     if args.view_classifier:  # a wrong file fails before the work
-        load_npz(args.view_classifier, "--view-classifier")
         from styleavatar_jax.eval.view_classifier import load_classifier
 
-        vc_res = int(load_classifier(args.view_classifier)[1]["resolution"])
-        if vc_res != res:
-            raise ValueError(
-                f"--view-classifier={args.view_classifier}: trained on {vc_res}² images, but "
-                f"--ckpt={args.ckpt} generates {res}²; train one on {res}² real images "
-                "(styleavatar-jax train-view-classifier)"
-            )
+        load_classifier(args.view_classifier, res, flag="--view-classifier",
+                        images=f"--ckpt={args.ckpt} generates")  # fmt: skip
     with contextlib.ExitStack() as opened:  # the datasets first: they are quick to check
         source = opened.enter_context(open_dataset(data))
         floor = opened.enter_context(open_dataset(args.floor_data)) if args.floor_data else None

@@ -192,18 +192,26 @@ def _clip(args, wd, required: bool):
     return clip
 
 
-def _portraits(args, source, wd, cfg, G, g_vars, pairs, clip, mesh) -> dict:
-    """`wdiff-eval --portraits`: wdiff/portraits.py on the dataset's front views; a picture
-    (rows: portrait, from-image, random w, inversion) beside the JSON."""
-    from styleavatar_jax.export import grid
-    from styleavatar_jax.wdiff import portraits as pt
+def _read_portraits(args, source, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`wdiff-eval --portraits`: the dataset's first front views, checked against the GAN
+    before any work -> (uint8 images, labels, dataset indices)."""
+    from styleavatar_jax.wdiff.portraits import front_portraits
 
     res = int(cfg.model.generator.img_resolution)
     with source:
         if source.resolution != res:
             raise ValueError(f"--portraits={args.portraits}: images are {source.resolution}², "
                              f"but --gan={args.gan} generates {res}²")  # fmt: skip
-        images, labels, idx = pt.front_portraits(source, args.portrait_num)
+        return front_portraits(source, args.portrait_num)
+
+
+def _portraits(args, portraits, wd, cfg, G, g_vars, pairs, clip, mesh) -> dict:
+    """wdiff/portraits.py on the portraits; a picture (rows: portrait, from-image, random w,
+    inversion) beside the JSON."""
+    from styleavatar_jax.export import grid
+    from styleavatar_jax.wdiff import portraits as pt
+
+    images, labels, idx = portraits
     settings = pt.PortraitSettings(
         num=len(images),
         guidance=args.portrait_guidance,
@@ -326,6 +334,8 @@ def cmd_eval(args, overrides) -> int:
             raise ValueError("--portraits embeds the portraits with CLIP: drop --no-clip")
         portraits = open_dataset(args.portraits)  # a bad dataset fails before the work
     wd, cfg, G, g_vars, mesh = _setup(args)
+    if portraits is not None:
+        portraits = _read_portraits(args, portraits, cfg)
     tc = wdiff_configs(wd.config)
     data = args.data or tc.data_path
     p = pairs.load_pairs(data)

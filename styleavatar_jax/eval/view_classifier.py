@@ -229,27 +229,31 @@ def save_classifier(path: str | Path, params, meta: dict) -> Path:
     return write_npz(path, meta=np.asarray(text), **arrays)
 
 
-def load_classifier(path: str | Path, resolution: int | None = None) -> tuple[dict, dict]:
+def load_classifier(path: str | Path, resolution: int | None = None, *, flag: str = "",
+                    images: str = "the images given are") -> tuple[dict, dict]:  # fmt: skip
     """-> (params, meta) of a `save_classifier` file. resolution: that of the images it will
-    see; ValueError when it is not the one the classifier was trained at."""
-    f = load_npz(path)
+    see (`images` says whose, in the message); ValueError when it is not the one the
+    classifier was trained at. flag: the option that named `path`, for messages."""
+    where = f"{flag}={path}" if flag else str(path)
+    f = load_npz(path, flag)
     if "meta" not in f:
-        raise ValueError(f"{path}: not a view classifier file (no 'meta' entry)")
+        raise ValueError(f"{where}: not a view classifier file (no 'meta' entry)")
     meta = json.loads(str(f["meta"]))
     flat = {k[len("params/") :]: v for k, v in f.items() if k.startswith("params/")}
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        raise ValueError(f"{where}: format {meta.get('format')!r}, expected {FORMAT!r}")
     if resolution is not None:
-        check_resolution(meta, resolution, str(path))
+        check_resolution(meta, resolution, where, images)
     params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
     return jax.tree.map(jnp.asarray, params), meta
 
 
-def check_resolution(meta: dict, resolution: int, where: str) -> None:
+def check_resolution(meta: dict, resolution: int, where: str,
+                     images: str = "the images given are") -> None:  # fmt: skip
     if int(meta["resolution"]) != int(resolution):
         raise ValueError(f"{where}: the view classifier was trained on {meta['resolution']}² "
-                         f"images but the images given are {resolution}²; train one at "
-                         f"{resolution}² (train_view_classifier)")  # fmt: skip
+                         f"images, but {images} {resolution}²; train one on {resolution}² "
+                         "real images (styleavatar-jax train-view-classifier)")  # fmt: skip
 
 
 def _json_default(x):
