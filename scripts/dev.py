@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -41,6 +42,30 @@ def ensure_venv() -> None:
     STAMP.write_text(digest)
 
 
+CHROMIUM = Path("/usr/bin/chromium")  # tests/test_viewer.py opens the avatar page in it
+
+
+def ensure_chromium() -> None:
+    """The browser tests need Debian's chromium: install it when it is missing and we are
+    root on a Debian-like system (~1 min, once); else say how, and those tests skip."""
+    if CHROMIUM.exists() or os.name != "posix":
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or not Path("/etc/debian_version").exists():
+        print(f"{CHROMIUM} is missing: the browser tests skip (install Chromium there to run them)")
+        return
+    if os.geteuid() != 0:
+        print(f"{CHROMIUM} is missing: the browser tests skip (sudo apt-get install chromium)")
+        return
+    print("installing chromium for the browser tests: apt-get update, apt-get install -y "
+          "chromium (~1 min, once)", flush=True)  # fmt: skip
+    quiet = dict(env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"), stdout=subprocess.DEVNULL)
+    ok = all(subprocess.call([apt, *args], **quiet) == 0
+             for args in (["update", "-qq"], ["install", "-y", "-qq", "chromium"]))  # fmt: skip
+    if not ok or not CHROMIUM.exists():
+        print("installing chromium failed: the browser tests skip (fail where CI is set)")
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test"):
         print(__doc__)
@@ -48,6 +73,7 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if argv[0] == "test":
+        ensure_chromium()
         cmd = [str(python()), "-m", "pytest", "-q", "-n", "2", "--dist", "loadfile", *argv[1:]]
     else:
         cmd = [str(python()), "-m", "styleavatar_jax.cli", "demo", *argv[1:]]

@@ -2,8 +2,11 @@
 input fails before any work, a NaN stops the run with the last good checkpoint kept."""
 
 import os
+import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import jax
@@ -99,6 +102,43 @@ def test_a_signal_during_logging_still_saves_the_step_it_reports(data, tmp_path,
                    progress=False)  # fmt: skip
     assert (r.status, r.step) == ("interrupted", 2)
     assert checkpoint.list_steps(r.workdir) == [2]
+
+
+def test_the_fade_compiles_each_resolution_ahead_and_trains_the_same(data, tmp_path):
+    """Neural resolution 16 -> 18 over two steps (EG3D's fade, compressed): the programs of
+    18 are compiled in the background while step 0 runs, none twice, nothing past the run's
+    end, and the run equals one that compiles each resolution on first use."""
+    fade = ["--config.train.neural_res_final=24", "--config.train.neural_res_fade_kimg=0.016",
+            "--config.train.total_kimg=0.008"]  # fmt: skip
+    ahead = loop.train(_cfg(data, *fade), tmp_path / "ahead", mesh=_mesh(1), progress=False)
+    # res 16: its step-0 phases (all four) + finish; 18: all four phases, ahead.
+    assert ahead.compile_stats["compiled"] == 4 + 1 + 4
+    plain = loop.train(_cfg(data, *fade, "--config.run.compile_ahead=false"), tmp_path / "plain",
+                       mesh=_mesh(1), progress=False)  # fmt: skip
+    assert plain.compile_stats["compiled"] == 0  # every program was already in the table
+    for a, b in zip(jax.tree.leaves(ahead.state), jax.tree.leaves(plain.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_restart_with_the_compile_cache_does_not_compile_the_phases(data, tmp_path):
+    """`train --compile-cache DIR`: the first run stores its programs, a second run of the
+    same config (a restart) loads every training phase from DIR."""
+    cache = tmp_path / "xla"
+    argv = [sys.executable, "-m", "styleavatar_jax.cli", "train", "--config", "configs/tiny.py",
+            "--compile-cache", str(cache), "--no-progress", f"--config.data.path={data}",
+            "--config.train.total_kimg=0.004", "--config.run.snapshot_kimg=0"]  # fmt: skip
+    # Keep every program (by default only those that took ≥ 1 s to compile are kept).
+    env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")  # fmt: skip
+    subprocess.run([*argv, "--workdir", str(tmp_path / "a")], check=True, env=env,
+                   capture_output=True)  # fmt: skip
+    assert any(p.name.startswith("jit__phase") for p in cache.iterdir())
+    env["JAX_LOG_COMPILES"] = "1"  # logs persistent-cache hits and misses
+    out = subprocess.run([*argv, "--workdir", str(tmp_path / "b")], check=True, env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    hits = re.findall(r"Persistent compilation cache hit for '(jit__phase)'", out.stderr)
+    misses = re.findall(r"Persistent compilation cache miss for '(jit__phase)'", out.stderr)
+    assert len(hits) == 5 and not misses  # Gmain, Greg, Dmain, Dreg, finish
 
 
 def test_run_directory_serves_sample_and_logs(runs):

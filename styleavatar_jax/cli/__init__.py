@@ -12,6 +12,7 @@
     styleavatar-jax video --ckpt DIR --seeds 0-3 --frames 120 --yaw=-180:180 --pitch 10 --out a.mp4
     styleavatar-jax mesh --ckpt DIR --seed 0 --res 256 --out head.ply [--preview head.png]
     styleavatar-jax walk --ckpt DIR --seeds 0,1,2 --space z|w --frames-per-seed 30 --out walk.mp4
+    styleavatar-jax view OUT_DIR --ckpt DIR --seed 0 [--texture 512] [--res 128] [--screenshot P]
     styleavatar-jax invert PORTRAIT.png --ckpt DIR [--camera yaw=30,pitch=5|estimate] --out DIR
     styleavatar-jax eval --ckpt RUN --metrics fid50k,kid50k,swd,consistency --inception FILE
     styleavatar-jax train-view-classifier --data DIR --heldout DIR --out vc.npz
@@ -31,7 +32,18 @@ import argparse
 import sys
 
 from styleavatar_jax import __version__
-from styleavatar_jax.cli import convert, dataset, eval, invert, outputs, sample, train, wdiff
+from styleavatar_jax.cli import (
+    convert,
+    dataset,
+    eval,
+    export3d,
+    invert,
+    outputs,
+    sample,
+    train,
+    view,
+    wdiff,
+)
 
 # What the top-level --help shows: the docstring's command list, not its note for developers.
 USAGE = __doc__.split("\nConfigDicts stop here")[0]
@@ -69,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for group in (convert, sample, dataset, train, outputs, eval, invert, wdiff):
+    for group in (convert, sample, dataset, train, outputs, eval, invert, wdiff, view, export3d):
         group.add_parsers(sub)
     return parser
 

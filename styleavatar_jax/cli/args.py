@@ -116,3 +116,10 @@ def check_output(path: str | os.PathLike, flag: str, *, folder: bool = False,
     os.close(fd)
     os.unlink(probe)
     return out
+
+
+def threshold_flag(p) -> None:
+    """--threshold: the σ level of a surface (mesh, view); None = the model's own."""
+    p.add_argument("--threshold", type=float,
+                   help="σ level of the surface (default: the model's "
+                        "config.sample.surface_threshold, else EG3D's 10)")  # fmt: skip

@@ -4,6 +4,8 @@
         --out a.mp4 [--kinds rgb,depth,normal] [--batch 8] [--truncation 0.7] [--fps 24]
     styleavatar-jax mesh --ckpt DIR --seed 0 --res 256 --out head.ply [--threshold 10] \
         [--preview head.png]
+    styleavatar-jax mesh --ckpt DIR --seed 0 --out head.glb [--texture 1024] [--faces N] \
+        [--unlit] [--meters-per-unit 0.6] [--measure]     (or head.obj: + head.mtl, head.png)
     styleavatar-jax walk --ckpt DIR --seeds 0,1,2 --space z|w --frames-per-seed 30 \
         --out walk.mp4 [--truncation-sweep 0:1:16] [--orbit 20]
 
@@ -28,6 +30,7 @@ from styleavatar_jax.cli.args import (
     nonnegative_int,
     parse_kinds,
     positive_int,
+    threshold_flag,
     truncation_psi,
 )
 
@@ -44,13 +47,41 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="a.mp4 or a.gif (a_depth.mp4 ... beside it)")
     p.set_defaults(fn=cmd_video)
 
-    p = sub.add_parser("mesh", help="marching-cubes mesh of one seed (PLY or OBJ)")
+    p = sub.add_parser("mesh", help="marching-cubes mesh of one seed: PLY with vertex "
+                       "colours, or textured GLB / OBJ + MTL + PNG")  # fmt: skip
     _common(p, batch=False, fps=False)
     p.add_argument("--seed", type=nonnegative_int, default=0, help="the head to mesh")
     p.add_argument("--res", type=positive_int, default=256, help="grid resolution per axis")
-    p.add_argument("--threshold", type=float, default=10.0, help="σ level (EG3D: 10)")
+    threshold_flag(p)
     p.add_argument("--chunk", type=positive_int, default=65536, help="σ queries per compiled call")
-    p.add_argument("--out", required=True, help="head.ply or head.obj")
+    p.add_argument("--out", required=True,
+                   help="head.ply (vertex colours), head.glb (textured, one file) or head.obj "
+                   "(textured: head.mtl and head.png are written beside it)")  # fmt: skip
+    p.add_argument("--format", choices=("glb", "obj", "ply"),
+                   help="implied by --out's suffix; if given, it must agree with it")  # fmt: skip
+    p.add_argument("--largest", action="store_true",
+                   help="keep only the largest connected part of the surface (drops "
+                        "floaters)")  # fmt: skip
+    p.add_argument("--faces", type=int,
+                   help="decimate to about this many faces first (default: keep all; the UV "
+                   "atlas's time grows faster than the face count)")  # fmt: skip
+    p.add_argument("--texture", type=int,
+                   help="texture size in texels, a power of two from 64 to 8192 (.glb/.obj "
+                   "only; default 1024)")  # fmt: skip
+    p.add_argument("--unlit", action="store_true",
+                   help="GLB material KHR_materials_unlit: the baked colour shows as it is "
+                   "(default: PBR base colour, metallic 0, roughness 1)")  # fmt: skip
+    p.add_argument("--meters-per-unit", type=float,
+                   help="metres per world unit in .glb/.obj (default 0.6: the renderer's box "
+                   "[-0.5, 0.5]^3 becomes 60 cm and the shipped model's head ~24 cm; glTF "
+                   "axes: +Y up, the face looking along +Z)")  # fmt: skip
+    p.add_argument("--bake-offset", type=float,
+                   help="bake colours this far inside the surface, in world units (default "
+                   "0.03, measured on the shipped model: export/texture.py)")  # fmt: skip
+    p.add_argument("--measure", action="store_true",
+                   help="also print the texture's error against the field at 1,000 surface "
+                   "points and the written file's PSNR against the generator's raw images at "
+                   "8 yaws (.glb/.obj)")  # fmt: skip
     p.add_argument("--preview", help="also write a PNG: 3 Lambert-shaded views of the mesh")
     p.add_argument("--preview-res", type=positive_int, default=256, help="pixels per preview view")
     p.add_argument("--preview-yaws", default="0,90,180", help="degrees, comma separated")
@@ -175,19 +206,67 @@ def cmd_walk(args, overrides) -> int:
     return 0
 
 
+def _mesh_format(args) -> tuple[str, int | None]:
+    """Check the mesh flags against each other before any work -> (format, texture size or
+    None for .ply)."""
+    from styleavatar_jax.export import gltf, texture
+    from styleavatar_jax.export import mesh as mesh_io
+
+    out = check_output(args.out, "--out", suffixes=(".ply", ".obj", ".glb"))
+    fmt = out.suffix.lower()[1:]
+    if args.format and args.format != fmt:
+        other = out.with_suffix("." + args.format)
+        raise ValueError(f"--format={args.format} disagrees with --out={args.out} (a .{fmt} "
+                         f"file); drop --format or write --out {other}")  # fmt: skip
+    if args.res < 2 or args.chunk < 1:
+        raise ValueError(f"--res={args.res} --chunk={args.chunk}: expected res >= 2, chunk >= 1")
+    if args.faces is not None and args.faces < mesh_io.MIN_FACES_PER_PART:
+        raise ValueError(f"--faces={args.faces}: expected at least "
+                         f"{mesh_io.MIN_FACES_PER_PART} (a closed surface needs 4 triangles); "
+                         "leave it out to keep every face")  # fmt: skip
+    if fmt == "ply":
+        given = [flag for flag, value in (("--texture", args.texture), ("--unlit", args.unlit),
+                 ("--meters-per-unit", args.meters_per_unit), ("--bake-offset", args.bake_offset),
+                 ("--measure", args.measure)) if value not in (None, False)]  # fmt: skip
+        if given:
+            raise ValueError(f"{', '.join(given)}: for textured meshes (--out ending in .glb or "
+                             f".obj); --out={args.out} writes vertex colours")  # fmt: skip
+        return fmt, None
+    size = texture.check_texture_size(
+        texture.DEFAULT_TEXTURE if args.texture is None else args.texture
+    )
+    if args.unlit and fmt == "obj":
+        raise ValueError("--unlit: a GLB material setting (KHR_materials_unlit); an .obj's "
+                         "material has none, write --out ending in .glb")  # fmt: skip
+    mpu = args.meters_per_unit
+    if mpu is not None and not (np.isfinite(mpu) and mpu > 0):
+        raise ValueError(f"--meters-per-unit={mpu}: expected a positive number, e.g. 0.6")
+    if args.bake_offset is not None and not np.isfinite(args.bake_offset):
+        raise ValueError(f"--bake-offset={args.bake_offset}: expected a finite number")
+    if fmt == "obj":
+        _, mtl, png = gltf.obj_paths(out)
+        check_output(mtl, "--out (its .mtl)")
+        check_output(png, "--out (its .png)")
+        if args.preview and Path(args.preview).absolute() == png.absolute():
+            raise ValueError(f"--preview={args.preview}: is the texture {png.name} that "
+                             f"--out={args.out} writes; choose another name")  # fmt: skip
+    return fmt, size
+
+
 def cmd_mesh(args, overrides) -> int:
     import jax
 
     from styleavatar_jax import sampling
-    from styleavatar_jax.export import frames, grid
+    from styleavatar_jax.export import frames, grid, texture
     from styleavatar_jax.export import mesh as mesh_io
 
-    out = check_output(args.out, "--out", suffixes=(".ply", ".obj"))
+    fmt, size = _mesh_format(args)
+    out = Path(args.out)
     if args.preview:
         check_output(args.preview, "--preview", suffixes=(".png",))
-    if args.res < 2 or args.chunk < 1:
-        raise ValueError(f"--res={args.res} --chunk={args.chunk}: expected res >= 2, chunk >= 1")
     cfg, G, variables = load_generator(args.ckpt, args.config, overrides, "mesh")
+    if args.threshold is None:
+        args.threshold = mesh_io.surface_threshold(cfg)
     dev = sampling.make_mesh(args.devices)
     chunk = -(-args.chunk // dev.size) * dev.size  # a multiple of the devices
     ws = _latents(cfg, G, variables, [args.seed], truncation_psi(args, cfg))
@@ -196,10 +275,42 @@ def cmd_mesh(args, overrides) -> int:
     planes = jax.device_get(planes_fn(variables, ws_rep, jax.random.key(0)))[:1]
     field = mesh_io.generator_field(G, variables, planes, dev)
     box = G.cfg.render.box_warp
-    verts, faces, colors = mesh_io.extract_mesh(field, args.res, box, args.threshold, chunk)
-    mesh_io.write_mesh(out, verts, faces, colors)
-    print(f"wrote {out} ({len(verts)} vertices, {len(faces)} faces; σ level {args.threshold:g} "
-          f"on a {args.res}³ grid over [{-box / 2:g}, {box / 2:g}]³)")  # fmt: skip
+    where = f"σ level {args.threshold:g} on a {args.res}³ grid over [{-box / 2:g}, {box / 2:g}]³"
+    if fmt == "ply":
+        sigma = mesh_io.density_grid(field, args.res, box, chunk)
+        verts, faces = mesh_io.marching_cubes(sigma, args.threshold, box)
+        if args.largest:
+            verts, faces = mesh_io.largest_part(verts, faces)
+        if args.faces is not None:
+            verts, faces = mesh_io.decimate(verts, faces, args.faces)
+        colors = mesh_io.colors_uint8(mesh_io.query_chunked(field, verts, chunk)[0])
+        mesh_io.write_mesh(out, verts, faces, colors)
+        print(f"wrote {out} ({len(verts)} vertices, {len(faces)} faces; {where})")
+    else:
+        mpu = texture.METERS_PER_UNIT if args.meters_per_unit is None else args.meters_per_unit
+        tm, stats = texture.textured_mesh(field, args.res, box, args.threshold, size,
+                                          faces=args.faces, offset=args.bake_offset,
+                                          chunk=chunk, largest=args.largest)  # fmt: skip
+        paths = texture.write_textured(out, tm, unlit=args.unlit, meters_per_unit=mpu)
+        verts, faces = tm.verts, tm.faces
+        decimated = stats["faces"] < stats["surface_faces"]
+        kept = f"decimated from {stats['surface_faces']}" if decimated else "all of the surface"
+        times = ", ".join(f"{k} {v:.1f} s" for k, v in stats["seconds"].items())
+        size_mb = sum(p.stat().st_size for p in paths) / 2**20
+        print(f"wrote {', '.join(str(p) for p in paths)} ({size_mb:.1f} MB; {stats['faces']} "
+              f"faces, {kept}; {stats['vertices']} vertices; {stats['charts']} charts on a "
+              f"{size}² texture, {stats['coverage']:.0%} of it covered; {where}; "
+              f"{mpu:g} m per world unit, +Y up, facing +Z; {times})")  # fmt: skip
+        if args.measure:
+            mae = texture.texture_mae(tm, field, offset=stats["offset"], chunk=chunk)
+            r = texture.render_psnr(paths[0], G, variables, planes, cfg.camera.to_dict(), dev,
+                                    key=jax.random.key(0), meters_per_unit=mpu)  # fmt: skip
+            print(f"measure: texture vs field at {texture.MEASURE_POINTS} surface points: MAE "
+                  f"{mae:.2f} (uint8 levels); {paths[0].name} ray-cast vs the generator's raw "
+                  f"RGB, {texture.MEASURE_YAWS} yaws at {texture.MEASURE_RES}²: PSNR "
+                  f"{r['psnr_mesh']:.2f} dB over the mesh's pixels (the generator against "
+                  f"itself, other samples: {r['psnr_self']:.2f} dB), {r['psnr_union']:.2f} dB "
+                  f"over the pixels either covers (mask IoU {r['iou']:.2f})")  # fmt: skip
     if args.preview:
         yaws = np.radians([float(y) for y in args.preview_yaws.split(",")]).astype(np.float32)
         # The config's orbit, looking at the world origin (the box centre), 10° above.

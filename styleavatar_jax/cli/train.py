@@ -35,6 +35,9 @@ def add_parsers(sub) -> None:
                    help="decode every image first (default: 64 spread over the set)")  # fmt: skip
     p.add_argument("--max-minutes", type=positive_float, help="stop (and save) after this long")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile-cache", metavar="DIR",
+                   help="keep compiled XLA programs in DIR (e.g. ~/.cache/styleavatar-jax/xla), "
+                        "so a restart or --resume on this machine skips compiling")  # fmt: skip
     distributed_flags(p)
     p.set_defaults(fn=cmd_train)
 
@@ -55,6 +58,9 @@ def cmd_train(args, overrides) -> int:
     cfg = load_config_file(args.config, overrides)
     training_configs(cfg)  # bad config fields fail before JAX starts
     check_output(args.workdir, "--workdir", folder=True)
+    if args.compile_cache:
+        args.compile_cache = Path(args.compile_cache).expanduser().absolute()
+        check_output(args.compile_cache, "--compile-cache", folder=True)
     if args.init_from and not Path(args.init_from).is_file():
         raise FileNotFoundError(f"--init-from={args.init_from}: no such file")
     join_processes(args)
@@ -63,6 +69,10 @@ def cmd_train(args, overrides) -> int:
     from styleavatar_jax.runtime import exit_code
     from styleavatar_jax.train import loop
     from styleavatar_jax.train.metrics import metric_callbacks
+
+    if args.compile_cache:  # jax's persistent cache; programs compiled in < 1 s are not kept
+        args.compile_cache.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(args.compile_cache))
 
     # In-training metrics on process 0 only (the others wait at the next step's collective).
     callbacks = metric_callbacks(cfg, args.workdir) if jax.process_index() == 0 else []

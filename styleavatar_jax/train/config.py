@@ -107,6 +107,9 @@ class RunConfig:
     snapshot_seeds: tuple[int, ...] = (0, 1, 2, 3)
     snapshot_yaws: tuple[float, ...] = (0.0, 45.0, 90.0, 180.0, -90.0, -45.0)  # degrees
     workers: int = 4  # image decode threads
+    # Compile the next neural resolution's programs in a background thread while the
+    # current ones run (train/programs.py); False: compile each when first used.
+    compile_ahead: bool = True
 
     def __post_init__(self):
         _check_finite(self, "config.run")
@@ -154,7 +157,9 @@ def make_config(
     cfg.model.discriminator = dataclasses.asdict(discriminator)
     cfg.model.neural_res = neural_res or train.neural_res_final or train.neural_res_initial
     cfg.camera = camera or dict(radius=2.7, fov_degrees=18.837, pivot=(0.0, 0.0, 0.2))
-    cfg.sample = dict(truncation_psi=1.0, truncation_cutoff=14, noise_mode="const")
+    # surface_threshold: the σ level `mesh` and `view` use (EG3D's extract_shapes.py: 10).
+    cfg.sample = dict(truncation_psi=1.0, truncation_cutoff=14, noise_mode="const",
+                      surface_threshold=10.0)  # fmt: skip
     cfg.train = dataclasses.asdict(train)
     cfg.pose = dataclasses.asdict(pose)
     cfg.data = dict(path=data_path, flip=flip)

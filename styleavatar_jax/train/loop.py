@@ -41,9 +41,10 @@ from styleavatar_jax.data.pipeline import InputPipeline
 from styleavatar_jax.data.source import ImageSource, check_images, spread
 from styleavatar_jax.export.grid import image_grid, to_uint8, write_png
 from styleavatar_jax.runtime import Deadline, StopOnSignal, TrainingDiverged, TrainLog, data_mesh
+from styleavatar_jax.train import schedules
 from styleavatar_jax.train.config import TrainingConfigs, training_configs
 from styleavatar_jax.train.state import Networks, TrainState, init_state, make_networks
-from styleavatar_jax.train.step import Trainer, phases_at, schedule_at
+from styleavatar_jax.train.step import Trainer, phases_at, phases_in_use, schedule_at
 
 # Config sections that define the math of a run: a resume must not change them.
 FROZEN_SECTIONS = ("seed", "model.generator", "model.discriminator", "train", "pose", "data.flip")
@@ -58,6 +59,7 @@ class RunResult:
     step: int
     kimg: float
     workdir: Path
+    compile_stats: dict  # train.programs.Programs.stats(): compiled, compile_s, wait_s
 
 
 # ---------------------------------------------------------------------------------------
@@ -258,7 +260,8 @@ def train(
         check_pivot(source.labels, cfg.camera.to_dict(), source.path, log)
 
         nets = make_networks(tc.generator, tc.discriminator, tc.train, tc.pose)
-        trainer = Trainer(nets, mesh)
+        trainer = Trainer(nets, mesh, compile_ahead=tc.run.compile_ahead)
+        cleanup.callback(trainer.close)
         init_key, run_key = jax.random.split(jax.random.key(tc.seed))
         state = _start_state(nets, trainer, init_key, init_from, mesh, abstract=bool(existing))
         workdir.mkdir(parents=True, exist_ok=True)
@@ -282,7 +285,10 @@ def train(
             stop.arm()
             pos, status = _loop(run, pos, batches, stop, Deadline(max_seconds), max_steps,
                                 callbacks)  # fmt: skip
-    return RunResult(pos.state, status, pos.step, pos.nimg / 1000, workdir)
+        stats = trainer.programs.stats()
+        log(f"compiled {stats['compiled']} training programs ({stats['compile_s']:.0f} s); "
+            f"steps waited {stats['wait_s']:.0f} s for compilation")  # fmt: skip
+    return RunResult(pos.state, status, pos.step, pos.nimg / 1000, workdir, stats)
 
 
 def _check_start(cfg, tc: TrainingConfigs, workdir: Path, resume: bool,
@@ -387,6 +393,7 @@ def _loop(run: Run, pos: Position, batches: Iterator, stop: StopOnSignal, deadli
     status = "finished"
     tick, tick_nimg = time.perf_counter(), pos.nimg
     neural_res = schedule_at(t, pos.nimg)[1]
+    ahead_of = None  # the resolution whose successor's programs were asked for
     if pos.step == 0 and snap_every:
         snapshot(run, pos, neural_res)
     for cb in callbacks:
@@ -396,6 +403,14 @@ def _loop(run: Run, pos: Position, batches: Iterator, stop: StopOnSignal, deadli
         batch = {"image": batch["image"], "label": batch["label"]}
         sched, neural_res = schedule_at(t, pos.nimg)
         phases = phases_at(t, pos.step)
+        if neural_res != ahead_of:  # a new resolution: compile the next one meanwhile
+            ahead_of = neural_res
+            nxt = schedules.next_neural_res(pos.nimg, t.batch_size, t.neural_res_initial,
+                                            t.neural_res_final, t.neural_res_fade_kimg,
+                                            end_nimg=last_step * t.batch_size)  # fmt: skip
+            if nxt is not None:
+                run.trainer.compile_ahead(phases_in_use(t), pos.state, batch, run.run_key,
+                                          sched, neural_res=nxt)  # fmt: skip
         state, metrics = run.trainer.step(pos.state, batch, run.run_key, sched, phases=phases,
                                           neural_res=neural_res)  # fmt: skip
         pos = Position(state, metrics, pos.step + 1, pos.nimg + t.batch_size)

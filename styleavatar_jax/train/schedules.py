@@ -11,6 +11,8 @@ blur_sigma, gpc_swap_prob and ema_beta accept a Python number (-> float) or a tr
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,6 +74,33 @@ def neural_res(
         return int(initial)
     alpha = _ramp(cur_nimg, fade_kimg)
     return int(np.rint(initial * (1 - alpha) + final * alpha))
+
+
+def next_neural_res(
+    cur_nimg: int,
+    batch_size: int,
+    initial: int = 64,
+    final: int | None = None,
+    fade_kimg: float = 1000.0,
+    end_nimg: int | None = None,
+) -> int | None:
+    """The next resolution `neural_res` takes after cur_nimg, stepping batch_size images at
+    a time, before end_nimg (a run's end; None: no end). None: no other one comes. The fade
+    is monotone, so a bisection finds where."""
+    if final is None:
+        return None
+    now = neural_res(cur_nimg, initial, final, fade_kimg)
+    end = max(0, math.ceil((fade_kimg * 1000 - cur_nimg) / batch_size)) + 1  # steps to α = 1
+    if end_nimg is not None:
+        end = min(end, (end_nimg - cur_nimg) // batch_size - 1)  # the last step that runs
+    at = lambda k: neural_res(cur_nimg + k * batch_size, initial, final, fade_kimg)
+    if end < 1 or at(end) == now:
+        return None
+    lo, hi = 0, end  # at(lo) == now != at(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if at(mid) == now else (lo, mid)
+    return at(hi)
 
 
 def lazy_adam(

@@ -25,7 +25,7 @@ batch_gpu do. With A = 1 it is one pass.
 
 from __future__ import annotations
 
-import functools
+import math
 from functools import partial
 
 import jax
@@ -38,6 +38,7 @@ from styleavatar_jax.nn.resample import resize_bilinear
 from styleavatar_jax.render.renderer import draw_uniforms
 from styleavatar_jax.train import losses, schedules
 from styleavatar_jax.train.pose_labels import discriminator_label
+from styleavatar_jax.train.programs import Programs
 from styleavatar_jax.train.state import Networks, TrainState
 
 PHASE_KEYS = {"Gmain": 0, "Greg": 1, "Dmain": 2, "Dreg": 3}
@@ -262,11 +263,9 @@ def _phase(nets, state, batch, key, sched, *, phase, neural_res):
                          neural_res=neural_res)  # fmt: skip
 
 
-@functools.lru_cache(maxsize=64)
-def compiled_phase(nets: Networks, mesh: Mesh | None, phase: str, neural_res: int):
+def phase_fn(nets: Networks, mesh: Mesh | None, phase: str, neural_res: int):
     """The jitted `phase` ('Gmain', 'Greg', 'Dmain', 'Dreg' or 'finish'): fn(state, batch,
-    key, sched) -> (state, metrics), the state donated. Cached, so every Trainer (and every
-    resumed run in a process) of the same networks and mesh shares one compilation."""
+    key, sched) -> (state, metrics), the state donated (compiled by `programs.Programs`)."""
     kw = {}
     if mesh is not None:
         rep, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
@@ -275,18 +274,28 @@ def compiled_phase(nets: Networks, mesh: Mesh | None, phase: str, neural_res: in
     return jax.jit(fn, donate_argnums=(0,), **kw)
 
 
+def phases_in_use(train) -> tuple[str, ...]:
+    """Every phase `phases_at` runs over a run (the lazy intervals' common period)."""
+    period = math.lcm(train.g_reg_interval, train.d_reg_interval)
+    used = {p for step in range(period) for p in phases_at(train, step)}
+    return tuple(p for p in PHASES if p in used)
+
+
 class Trainer:
     """Jitted phases of `nets` on `mesh` (None: the default device, no explicit sharding).
 
     The state is replicated (P()), the batch sharded over the mesh axis 'data' (its batch
     dimension must divide by the axis size); metrics come back replicated. Parameters are
     replicated, data parallel; an FSDP layout would change only the state's sharding.
-    Calls donate the state: use the returned one.
+    Calls donate the state: use the returned one. Programs are compiled per neural
+    resolution (`programs`); compile_ahead() prepares the next resolution's in the
+    background (compile_ahead=False: only on first use). close() stops that thread.
     """
 
-    def __init__(self, nets: Networks, mesh: Mesh | None = None):
+    def __init__(self, nets: Networks, mesh: Mesh | None = None, *, compile_ahead: bool = True):
         self.nets = nets
         self.mesh = mesh
+        self.programs = Programs((nets, mesh), partial(phase_fn, nets, mesh), ahead=compile_ahead)
 
     def place(self, state):
         """Put a host or single-device state on the mesh, replicated."""
@@ -296,7 +305,17 @@ class Trainer:
 
     def phase(self, name: str, state, batch, key, sched, *, neural_res: int):
         """Run one phase -> (state, metrics)."""
-        return compiled_phase(self.nets, self.mesh, name, neural_res)(state, batch, key, sched)
+        args = (state, batch, key, sched)
+        res = 0 if name == "finish" else neural_res  # the EMA does not depend on it
+        return self.programs.get(name, res, args)(*args)
+
+    def compile_ahead(self, phases, state, batch, key, sched, *, neural_res: int) -> None:
+        """Start compiling `phases` at neural_res for arguments shaped as these (returns at
+        once; `phase` then finds them ready, or waits for the compile under way)."""
+        self.programs.compile_ahead(phases, neural_res, (state, batch, key, sched))
+
+    def close(self) -> None:
+        self.programs.close()
 
     def step(self, state, batch, key, sched, *, phases, neural_res: int):
         """One iteration: `phases` in order, then the EMA and counters -> (state, metrics)."""
