@@ -10,7 +10,8 @@
     styleavatar-jax train --config configs/NAME.py --workdir DIR [--resume] [--init-from PKL]
     styleavatar-jax demo [--out out/demo] [--minutes 10]
     styleavatar-jax video --ckpt DIR --seeds 0-3 --frames 120 --yaw=-180:180 --pitch 10 --out a.mp4
-    styleavatar-jax mesh --ckpt DIR --seed 0 --res 256 --out head.ply [--preview head.png]
+    styleavatar-jax mesh --ckpt DIR --seed 0 --res 256 --out head.glb|head.obj|head.ply
+    styleavatar-jax splats --ckpt DIR --seed 0 --out head.ply [--check]
     styleavatar-jax walk --ckpt DIR --seeds 0,1,2 --space z|w --frames-per-seed 30 --out walk.mp4
     styleavatar-jax view OUT_DIR --ckpt DIR --seed 0 [--texture 512] [--res 128] [--screenshot P]
     styleavatar-jax invert PORTRAIT.png --ckpt DIR [--camera yaw=30,pitch=5|estimate] --out DIR

@@ -33,11 +33,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=nonnegative_int, default=0, help="the head to export")
     p.add_argument("--out", required=True, help="head.ply")
     p.add_argument("--num", type=positive_int, default=100_000,
-                   help="at most this many Gaussians (the most visible ones)")  # fmt: skip
+                   help="at most this many Gaussians (a coarser grid if needed)")  # fmt: skip
     p.add_argument("--res", type=positive_int, default=48,
                    help="grid points per axis over the box: one Gaussian per voxel")  # fmt: skip
     p.add_argument("--threshold", type=float, default=0.0,
-                   help="raw σ below which a voxel makes no Gaussian")  # fmt: skip
+                   help="raw σ below which a voxel makes no Gaussian (default 0)")  # fmt: skip
     p.add_argument("--radius", type=positive_float,
                    help="keep the ball of this radius about the orbit centre (default: the "
                         "part every orbit camera renders, camera radius − ray_start)")  # fmt: skip
@@ -54,7 +54,7 @@ def add_parsers(sub) -> None:
                    help="3dgs: (x, −y, −z), y down as 3DGS/COLMAP scenes and splat viewers; "
                         "world: ours, x right, y up, z towards the face")  # fmt: skip
     p.add_argument("--sh-degree", type=int, choices=(0, 3), default=0,
-                   help="3 pads 45 zero f_rest (for readers that want them: SIBR)")  # fmt: skip
+                   help="0: no f_rest (default); 3: 45 zero f_rest, for SIBR")  # fmt: skip
     p.add_argument("--check", action="store_true",
                    help=f"also render the splats at {CHECK_YAWS} yaws and print their PSNR "
                         "against the generator's volume render (~30 s more on a CPU)")  # fmt: skip
@@ -84,7 +84,7 @@ def cmd_splats(args, overrides) -> int:
     out = check_output(args.out, "--out", suffixes=(".ply",))
     if args.num > sp.MAX_SPLATS:
         raise ValueError(f"--num={args.num}: expected at most {sp.MAX_SPLATS:,} (a 3DGS PLY "
-                         "takes 62 bytes per Gaussian)")  # fmt: skip
+                         "takes 68 bytes per Gaussian)")  # fmt: skip
     if args.res < 2:
         raise ValueError(f"--res={args.res}: expected at least 2")
     pitches = _pitches(args.pitches)
@@ -112,12 +112,13 @@ def cmd_splats(args, overrides) -> int:
     seconds = time.perf_counter() - start
     count = len(splats.means)
     cut = f", the most visible of {info['visible']}" if info["visible"] > count else ""
+    grid = f"{info['res']}³ grid"
     if info["res"] != args.res:
-        cut += f"; the grid coarsened from {args.res}³ to fit --num={args.num}"
+        grid += f" (coarsened from {args.res}³ to fit --num={args.num})"
     crop = f"ball of radius {radius:g}" if radius is not None else "the whole box"
     print(f"wrote {out} ({count} Gaussians{cut}, {out.stat().st_size / 1e6:.2f} MB, "
-          f"{args.convention} coordinates; {info['res']}³ grid, voxel {info['voxel']:.4f}, "
-          f"{crop}; {seconds:.1f} s)")  # fmt: skip
+          f"{args.convention} coordinates; {grid}, voxel {info['voxel']:.4f}, {crop}; "
+          f"{seconds:.1f} s)")  # fmt: skip
     if args.check:
         yaws = np.radians(np.arange(CHECK_YAWS) * 360.0 / CHECK_YAWS).astype(np.float32)
         c = sampling.view_labels(yaws, np.zeros_like(yaws), camera)

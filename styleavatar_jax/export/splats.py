@@ -9,28 +9,40 @@ How the Gaussians are found (`extract_splats`):
    from ray_start to ray_end (2.25 … 3.3 at radius 2.7), so a point farther than
    radius − ray_start (0.45) from the orbit centre is cut off by the near limit from the
    cameras on its side and seen from the others. GANs use that: `pretrained/mannequin64`
-   paints its light background with a shell of dense white fog at 0.45 … 0.7 from the
-   centre, behind the head from every camera and never in front of it. No static scene
-   can do that (from outside, the shell hides the head), so density outside the ball of
-   radius `radius` is dropped: the splats hold the head, over an empty background.
+   paints its light background with a shell of dense white fog from ~0.45 out, behind the
+   head from every camera and never in front of it. No static scene can do that (from
+   outside, the shell hides the head), so density is weighted by `crop_window`: 1 inside
+   the ball of `radius`, 0 outside, a one-voxel linear ramp across its surface (a
+   staircase of whole voxels left bright patches where the ball cuts the fog).
 3. Visibility at the generator's cameras: rays through every pixel of `c_vis` (the orbit:
    all yaws, the training pitches) sampled every half voxel from ray_start to ray_end
    through the cropped density grid (trilinear); a voxel's weight is the most it adds to
-   any pixel, max over rays of T·(1 − exp(−density·h)) (T the transmittance there, h the
-   voxel size). Voxels with weight < `min_weight` (a fraction of an 8-bit level by
-   default) are never seen: the inside of the head, what the crop and the frame leave out.
-4. One Gaussian per kept voxel with σ ≥ `threshold`, the `num` most visible if more: at
-   the voxel centre, isotropic with standard deviation `scale`·h, the decoder's RGB there,
-   and opacity 1 − exp(−density·h / (2π·scale²)). That opacity makes a lattice of such
-   Gaussians absorb like the volume it replaces: a splat of opacity o and deviation s acts
-   on a ray like a density o/(√(2π)·s)·exp(−r²/2s²) (its line integral), and summed over a
-   lattice of spacing h that is o·2πs²/h³ (exact for thin density, saturating for dense).
+   any pixel, max over rays of T·(1 − exp(−density·h)) (T the transmittance where the ray
+   sample rounds to the voxel, h the voxel size). Voxels with weight < `min_weight` (half
+   an 8-bit level by default) are never seen: the inside of the head, the parts the crop
+   and the frames leave out.
+4. One Gaussian per kept voxel with σ ≥ `threshold`: at the voxel centre, isotropic with
+   standard deviation `scale`·h (0.5: the footprints of a lattice sum to a flat sheet, ±3 %),
+   the decoder's RGB there, and the opacity of `splat_opacity`, which makes a lattice of
+   such Gaussians absorb like the volume it replaces: a splat of opacity o and deviation s
+   acts on a ray like a density o/(√(2π)·s)·exp(−r²/2s²) (its line integral), summed over
+   a lattice of spacing h o·2πs²/h³; so o = 1 − exp(−density·h/(2πs²)) (exact for thin
+   density, saturating for dense), plus 1/255, which is exactly what the rasterisers'
+   alpha < 1/255 cut takes off a thin splat. More voxels than `num`: the grid is coarsened
+   until they fit (`extract_splats`).
 
 So the splats are the surface seen from the cameras plus the voxels just behind it until
 the transmittance is gone, not a fit: no optimisation, one grid and one visibility pass.
-Sampling points along the rays instead (where T·α is large) gives view-dependent points
-that the crop cannot separate from the backdrop and duplicates where views overlap; a
-plain σ level set (the mesh's) loses the soft edges and the semi-transparent parts.
+Why this: it renders like the generator's volume from every direction by construction
+(the test and BENCHMARKS.md measure it). Taking points along the rays where T·α is large
+gives view-dependent points (each view's depth) that duplicate where views overlap and
+cannot tell the fog backdrop from the head; a σ level set (the mesh's) loses the soft
+edges and the semi-transparent parts.
+
+Viewing resolution: every 3DGS rasteriser adds 0.3 px² to each splat's 2D covariance
+without lowering its opacity, so splats about a pixel wide cover more than they should:
+at the generator's 64², the default 48³ grid (2 px voxels) renders 28 dB against the
+volume, 36.6 dB at 128², and a 64³ grid 23 dB at 64² but 34 dB at 128² (BENCHMARKS.md).
 
 Files (`ply_bytes`, `write_ply`, `read_ply`): binary little-endian PLY with one `vertex`
 element of float32 properties in the order the reference code (graphdeco-inria
@@ -38,7 +50,7 @@ gaussian-splatting, GaussianModel.save_ply) writes them: x y z nx ny nz f_dc_0..
 [f_rest_0..44] opacity scale_0..2 rot_0..3. Opacity is stored as its logit, scales as
 logs, rot_0 is the quaternion's w, colour as degree-0 spherical harmonics
 f_dc = (rgb − 0.5)/C0, C0 = 0.28209479177387814; normals are zeros (as the reference).
-sh_degree=0 writes no f_rest (62 bytes per splat): SuperSplat, antimatter15/splat,
+sh_degree=0 writes no f_rest (68 bytes per splat): SuperSplat, antimatter15/splat,
 mkkellogg's GaussianSplats3D, gsplat and the reference's own load_ply at degree 0 read it;
 the reference's SIBR viewer hard-codes degree 3, so sh_degree=3 pads 45 zero f_rest
 (the reference's f_rest order, 248 bytes per splat).
@@ -70,7 +82,7 @@ from styleavatar_jax.render.splats import ALPHA_MAX, ALPHA_MIN, rasterize
 
 SH_C0 = 0.28209479177387814  # degree-0 real spherical harmonic, 1 / (2√π)
 CONVENTIONS = ("world", "3dgs")
-MAX_SPLATS = 10_000_000  # --num above this is a typo (a 62 MB file per million splats)
+MAX_SPLATS = 10_000_000  # --num above this is a typo (a 68 MB file per million splats)
 _FLIP = np.array([1.0, -1.0, -1.0], np.float32)  # world <-> 3dgs: 180° about x
 
 

@@ -89,10 +89,10 @@ def project(means, cov3d, cam2world, intrinsics, resolution: int):
     return xy, z, conic, (a, b, c), (z > NEAR) & ok
 
 
-def radii(conic_cov_a, conic_cov_b, conic_cov_c):
+def radii(a, b, c):
     """2D covariance entries a, b, c [N] (dilated) -> 3DGS's screen radius ceil(3·√λmax)."""
-    mid = 0.5 * (conic_cov_a + conic_cov_c)
-    det = conic_cov_a * conic_cov_c - conic_cov_b**2
+    mid = 0.5 * (a + c)
+    det = a * c - b**2
     lam = mid + jnp.sqrt(jnp.maximum(0.1, mid * mid - det))
     return jnp.ceil(3.0 * jnp.sqrt(lam))
 
