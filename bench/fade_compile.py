@@ -4,8 +4,8 @@ with the persistent compilation cache.
 
     python bench/fade_compile.py [--resolutions 4] [--steps-per-res 6] [--out fade.json]
 
-A compressed EG3D schedule on configs/tiny.py: the neural resolution fades 16 → 16 + 2·(R−1)
-so that each of R resolutions lasts --steps-per-res steps (EG3D's own fade, 64 → 128 over
+A compressed EG3D schedule on configs/tiny.py: the neural resolution fades 16 → 16 + R − 1
+so that each of R resolutions lasts about --steps-per-res steps (EG3D's own fade, 64 → 128 over
 1000 kimg, visits 65 resolutions, one per ~15 kimg). Each mode runs in its own process:
 
     on_demand   config.run.compile_ahead=false: each resolution compiled on first use
@@ -66,13 +66,13 @@ def run_one(args) -> dict:
 
     r, batch = args.resolutions, 4
     steps = r * args.steps_per_res
-    # res = rint(16 + 2(R−1)·α), α = nimg / fade: each value lasts steps_per_res steps.
+    # res = rint(16 + (R−1)·α), α = nimg / fade: each value lasts ~steps_per_res steps.
     fade_nimg = (r - 1) * args.steps_per_res * batch
     overrides = [
         f"--config.data.path={args.data}", f"--config.train.batch_size={batch}",
         f"--config.train.total_kimg={steps * batch / 1000}",
         "--config.train.neural_res_initial=16",
-        f"--config.train.neural_res_final={16 + 2 * (r - 1)}",
+        f"--config.train.neural_res_final={16 + r - 1}",
         f"--config.train.neural_res_fade_kimg={fade_nimg / 1000}",
         "--config.run.checkpoint_kimg=1000", "--config.run.snapshot_kimg=0",
         f"--config.run.compile_ahead={'false' if args.mode == 'on_demand' else 'true'}",

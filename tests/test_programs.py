@@ -96,12 +96,29 @@ def test_next_neural_res_is_the_next_value_the_schedule_takes(initial, final, fa
     steps = int(fade * 1000 / batch) + 3
     seq = [res(k * batch) for k in range(steps)]
     for k in range(0, steps, max(1, steps // 200)):
-        later = [r for r in seq[k:] if r != seq[k]]
-        want = later[0] if later else None
+        later = [j for j in range(k, steps) if seq[j] != seq[k]]
+        want = seq[later[0]] if later else None
         assert schedules.next_neural_res(k * batch, batch, initial, final, fade) == want
+        if later:  # its steps, counted from k: the first and last that use it
+            use = [j - k for j in range(k, steps) if seq[j] == want]
+            span = schedules.neural_res_span(k * batch, batch, initial, final, fade)
+            assert span == (want, use[0], use[-1] if use[-1] < steps - k - 1 else span[2])
     assert schedules.next_neural_res(0, batch, initial, None, fade) is None
     # Within a run's end only: the last step's resolution has no successor to prepare.
     two = 2 * batch  # a run of two steps: nimg 0 and batch
     want = seq[1] if seq[1] != seq[0] else None
     assert schedules.next_neural_res(0, batch, initial, final, fade, end_nimg=two) == want
     assert schedules.next_neural_res(batch, batch, initial, final, fade, end_nimg=two) is None
+
+
+def test_phases_between_are_those_the_steps_run():
+    from types import SimpleNamespace
+
+    from styleavatar_jax.train.step import phases_at, phases_between
+
+    t = SimpleNamespace(density_reg=0.25, g_reg_interval=4, r1_gamma=1.0, d_reg_interval=16)
+    for first, last in [(0, 0), (1, 2), (1, 3), (5, 8), (17, 40), (3, 3), (30, 33)]:
+        want = {p for s in range(first, last + 1) for p in phases_at(t, s)}
+        got = phases_between(t, first, last)
+        assert set(got) == want and got == tuple(p for p in ("Gmain", "Greg", "Dmain", "Dreg")
+                                                 if p in want)  # fmt: skip

@@ -44,7 +44,7 @@ from styleavatar_jax.runtime import Deadline, StopOnSignal, TrainingDiverged, Tr
 from styleavatar_jax.train import schedules
 from styleavatar_jax.train.config import TrainingConfigs, training_configs
 from styleavatar_jax.train.state import Networks, TrainState, init_state, make_networks
-from styleavatar_jax.train.step import Trainer, phases_at, phases_in_use, schedule_at
+from styleavatar_jax.train.step import Trainer, phases_at, phases_between, schedule_at
 
 # Config sections that define the math of a run: a resume must not change them.
 FROZEN_SECTIONS = ("seed", "model.generator", "model.discriminator", "train", "pose", "data.flip")
@@ -405,12 +405,14 @@ def _loop(run: Run, pos: Position, batches: Iterator, stop: StopOnSignal, deadli
         phases = phases_at(t, pos.step)
         if neural_res != ahead_of:  # a new resolution: compile the next one meanwhile
             ahead_of = neural_res
-            nxt = schedules.next_neural_res(pos.nimg, t.batch_size, t.neural_res_initial,
-                                            t.neural_res_final, t.neural_res_fade_kimg,
-                                            end_nimg=last_step * t.batch_size)  # fmt: skip
-            if nxt is not None:
-                run.trainer.compile_ahead(phases_in_use(t), pos.state, batch, run.run_key,
-                                          sched, neural_res=nxt)  # fmt: skip
+            span = schedules.neural_res_span(pos.nimg, t.batch_size, t.neural_res_initial,
+                                             t.neural_res_final, t.neural_res_fade_kimg,
+                                             end_nimg=last_step * t.batch_size)  # fmt: skip
+            if span is not None:
+                nxt, first, last = span  # only the phases its steps run
+                needed = phases_between(t, pos.step + first, pos.step + last)
+                run.trainer.compile_ahead(needed, pos.state, batch, run.run_key, sched,
+                                          neural_res=nxt)  # fmt: skip
         state, metrics = run.trainer.step(pos.state, batch, run.run_key, sched, phases=phases,
                                           neural_res=neural_res)  # fmt: skip
         pos = Position(state, metrics, pos.step + 1, pos.nimg + t.batch_size)

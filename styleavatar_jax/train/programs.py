@@ -11,6 +11,10 @@ ready. The programs are the ones the on-demand path compiles (same function, sam
 what is computed at each resolution does not change. The `finish` phase (EMA, counters)
 does not depend on the resolution and is compiled once.
 
+A background compile sees JAX's global configuration (`jax.config.update`), not a
+thread-local one set with a context manager around the loop (`with
+jax.default_matmul_precision(...)`): set such options globally when training.
+
 Programs are shared through a process-wide table (as `jax.jit`'s own cache is), so every
 Trainer of the same networks and mesh, e.g. a resumed run in the same process, reuses them.
 """

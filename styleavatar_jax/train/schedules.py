@@ -76,17 +76,18 @@ def neural_res(
     return int(np.rint(initial * (1 - alpha) + final * alpha))
 
 
-def next_neural_res(
+def neural_res_span(
     cur_nimg: int,
     batch_size: int,
     initial: int = 64,
     final: int | None = None,
     fade_kimg: float = 1000.0,
     end_nimg: int | None = None,
-) -> int | None:
+) -> tuple[int, int, int] | None:
     """The next resolution `neural_res` takes after cur_nimg, stepping batch_size images at
-    a time, before end_nimg (a run's end; None: no end). None: no other one comes. The fade
-    is monotone, so a bisection finds where."""
+    a time, and the steps that use it, counted from cur_nimg's: (res, first, last), last
+    included, all before end_nimg (a run's end; None: no end). None: no other resolution
+    comes. The fade is monotone, so bisections find where it changes."""
     if final is None:
         return None
     now = neural_res(cur_nimg, initial, final, fade_kimg)
@@ -96,11 +97,25 @@ def next_neural_res(
     at = lambda k: neural_res(cur_nimg + k * batch_size, initial, final, fade_kimg)
     if end < 1 or at(end) == now:
         return None
-    lo, hi = 0, end  # at(lo) == now != at(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if at(mid) == now else (lo, mid)
-    return at(hi)
+
+    def first_not(value, lo, hi):  # at(lo) == value != at(hi) -> the first k with at(k) != value
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if at(mid) == value else (lo, mid)
+        return hi
+
+    first = first_not(now, 0, end)
+    nxt = at(first)
+    last = end if at(end) == nxt else first_not(nxt, first, end) - 1
+    return nxt, first, last
+
+
+def next_neural_res(cur_nimg: int, batch_size: int, initial: int = 64,
+                    final: int | None = None, fade_kimg: float = 1000.0,
+                    end_nimg: int | None = None) -> int | None:  # fmt: skip
+    """The resolution of `neural_res_span` (None: no other one comes)."""
+    span = neural_res_span(cur_nimg, batch_size, initial, final, fade_kimg, end_nimg)
+    return None if span is None else span[0]
 
 
 def lazy_adam(

@@ -274,10 +274,12 @@ def phase_fn(nets: Networks, mesh: Mesh | None, phase: str, neural_res: int):
     return jax.jit(fn, donate_argnums=(0,), **kw)
 
 
-def phases_in_use(train) -> tuple[str, ...]:
-    """Every phase `phases_at` runs over a run (the lazy intervals' common period)."""
+def phases_between(train, first_step: int, last_step: int) -> tuple[str, ...]:
+    """The phases `phases_at` runs at any step in [first_step, last_step] (one period of the
+    lazy intervals is enough), in EG3D's order."""
     period = math.lcm(train.g_reg_interval, train.d_reg_interval)
-    used = {p for step in range(period) for p in phases_at(train, step)}
+    steps = range(first_step, min(last_step, first_step + period - 1) + 1)
+    used = {p for step in steps for p in phases_at(train, step)}
     return tuple(p for p in PHASES if p in used)
 
 
