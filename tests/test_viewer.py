@@ -167,7 +167,8 @@ def test_view_command(tmp_path, fast_compile, cli_error):
     chromium()
     out = tmp_path / "v"
     argv = ["view", out, "--ckpt", SHIPPED, "--seed", 3, "--frames", 4, "--views", "yaw=0,180",
-            "--turntable", "gif", "--texture", 64, "--res", 48, "--faces", 3000]  # fmt: skip
+            "--turntable", "gif", "--texture", 64, "--res", 48, "--faces", 3000,
+            "--largest"]  # fmt: skip
     assert cli.main([str(a) for a in [*argv, "--screenshot", out / "shot.png"]]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["avatar.glb", "index.html", "info.json", "shot.png", "turntable.gif",

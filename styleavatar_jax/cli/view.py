@@ -46,9 +46,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--res", type=positive_int, default=128,
                    help="marching-cubes grid resolution per axis")  # fmt: skip
     threshold_flag(p)
-    p.add_argument("--all-parts", action="store_true",
-                   help="keep every part of the surface (default: the largest only, no "
-                        "floaters)")  # fmt: skip
+    p.add_argument("--largest", action="store_true",
+                   help="keep only the largest connected part of the surface (drops "
+                        "floaters; a head cut from its shoulders loses one of them)")  # fmt: skip
     p.add_argument("--faces", type=positive_int, default=50000,
                    help="face budget of the mesh (decimated to it; the UV atlas's time grows "
                         "faster than the face count)")  # fmt: skip
@@ -109,7 +109,7 @@ def _make_glb(args, cfg, G, variables, ws: np.ndarray, mesh) -> tuple[bytes, dic
     # draws it in ~1 s instead of ~10 s for a lit material).
     return texture.textured_glb(field, args.res, G.cfg.render.box_warp, args.threshold,
                                 args.texture, faces=args.faces, unlit=True,
-                                largest=not args.all_parts,
+                                largest=args.largest,
                                 chunk=-(-65536 // mesh.size) * mesh.size)  # fmt: skip
 
 
