@@ -4,7 +4,10 @@
     RUN_DIR/checkpoints/<step>/<name>/  one orbax item per network: G, G_ema, D, ...
 
 Each network's variables are {'params': ..., 'buffers': ...}. A new directory is written
-under a temporary name and renamed into place, so a failed conversion leaves nothing.
+under a temporary name and renamed into place, so a failed conversion leaves nothing (in an
+object store, which has no directories to rename, config.json is written last: a directory
+without it is not a run). RUN_DIR may be local or a URL (gs://bucket/run): orbax writes
+through tensorstore, the rest through etils.epath.
 The training loops (GAN and W-diffusion) list a run's steps, check a resume against the
 saved config and open the orbax manager here; `load_generator` reads a run's G_ema.
 """
@@ -24,7 +27,7 @@ from typing import Any
 import ml_collections
 import orbax.checkpoint as ocp
 
-from styleavatar_jax.files import shipped_hint, write_atomic
+from styleavatar_jax.files import as_path, is_local, shipped_hint, write_atomic
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -38,10 +41,17 @@ def write_new_run_dir(
     step: int = 0,
     overwrite: bool = False,
 ) -> Path:
-    """Write config + networks to a fresh `out_dir` atomically (temp dir, then rename)."""
-    out = Path(out_dir).absolute()
+    """Write config + networks to a fresh `out_dir` atomically (temp dir, then rename; in a
+    store: networks first, config.json last)."""
+    out = as_path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: output directory exists and is not empty (use --overwrite)")
+    if not is_local(out):
+        if out.exists():
+            out.rmtree()
+        save_networks(out, networks, step=step)
+        write_config(out, cfg)
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -65,12 +75,12 @@ def _umask() -> int:
 
 def is_run_dir(path: str | os.PathLike) -> bool:
     """A run directory: config.json and checkpoints/ (train, convert-eg3d)."""
-    return (Path(path) / CONFIG_FILE).is_file() and (Path(path) / CHECKPOINTS).is_dir()
+    return (as_path(path) / CONFIG_FILE).is_file() and (as_path(path) / CHECKPOINTS).is_dir()
 
 
 def save_networks(run_dir: str | os.PathLike, networks: Mapping[str, Any], *, step: int) -> None:
     """Save {name: variables} as one orbax step under run_dir/checkpoints."""
-    with ocp.CheckpointManager(Path(run_dir).absolute() / CHECKPOINTS) as mngr:
+    with ocp.CheckpointManager(as_path(run_dir) / CHECKPOINTS) as mngr:
         mngr.save(
             step,
             args=ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in networks.items()}),
@@ -80,12 +90,12 @@ def save_networks(run_dir: str | os.PathLike, networks: Mapping[str, Any], *, st
 
 def write_config(run_dir: str | os.PathLike, cfg: ml_collections.ConfigDict) -> None:
     text = cfg.to_json_best_effort(indent=2, sort_keys=True)
-    write_atomic(Path(run_dir) / CONFIG_FILE, lambda f: f.write(text.encode()))
+    write_atomic(as_path(run_dir) / CONFIG_FILE, lambda f: f.write(text.encode()))
 
 
 def list_steps(run_dir: str | os.PathLike) -> list[int]:
     """The checkpoint steps of a run directory, ascending ([] when it has none)."""
-    ckpt = Path(run_dir) / CHECKPOINTS
+    ckpt = as_path(run_dir) / CHECKPOINTS
     return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) if ckpt.is_dir() else []
 
 
@@ -93,7 +103,7 @@ def latest_step(run_dir: str | os.PathLike) -> int:
     steps = list_steps(run_dir)
     if not steps:
         raise FileNotFoundError(
-            f"{Path(run_dir) / CHECKPOINTS}: holds no checkpoint step; expected a run directory"
+            f"{as_path(run_dir) / CHECKPOINTS}: holds no checkpoint step; expected a run directory"
         )
     return steps[-1]
 
@@ -102,7 +112,7 @@ def open_manager(run_dir: str | os.PathLike, keep: int) -> ocp.CheckpointManager
     """The orbax manager of run_dir/checkpoints that a training loop saves with (the `keep`
     latest steps kept)."""
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(Path(run_dir).absolute() / CHECKPOINTS, options=options)
+    return ocp.CheckpointManager(as_path(run_dir) / CHECKPOINTS, options=options)
 
 
 def check_resume(run_dir: str | os.PathLike, cfg: ml_collections.ConfigDict, resume: bool,
@@ -169,17 +179,17 @@ def config_differences(
 def check_run_dir(path: str | os.PathLike, flag: str = "--ckpt") -> Path:
     """A path given as a run directory (--ckpt, --gan) -> Path; a file (an EG3D snapshot,
     say) -> ValueError with the command that converts it."""
-    if Path(path).is_file():
+    if as_path(path).is_file():
         raise ValueError(
             f"{flag}={path}: is a file, but {flag} takes a run directory (made by train or "
             f"convert-eg3d); for an EG3D snapshot, convert it first: styleavatar-jax "
             f"convert-eg3d {path} OUT_DIR, then {flag}=OUT_DIR"
         )
-    return Path(path)
+    return as_path(path)
 
 
 def load_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
-    path = Path(run_dir) / CONFIG_FILE
+    path = as_path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: not found; expected a run directory made by convert-eg3d or train."
@@ -195,7 +205,7 @@ def load_networks(
     run_dir: str | os.PathLike, names: Sequence[str] = ("G_ema",), *, step: int | None = None
 ) -> dict[str, Any]:
     """Restore the named networks (numpy/jax arrays) from the latest (or given) step."""
-    ckpt = Path(run_dir).absolute() / CHECKPOINTS
+    ckpt = as_path(run_dir) / CHECKPOINTS
     if not ckpt.is_dir():
         raise FileNotFoundError(
             f"{ckpt}: no checkpoints; expected a run directory." + shipped_hint(ckpt)
@@ -240,7 +250,8 @@ def restore_step(mngr: ocp.CheckpointManager, step: int, items: Mapping[str, Any
         return mngr.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # orbax/tensorstore raise many types for a damaged step
         _quiet_event_loop_noise()
-        raise DamagedCheckpoint(damaged_message(Path(mngr.directory), step, list(items), e)) from e
+        where = as_path(mngr.directory)
+        raise DamagedCheckpoint(damaged_message(where, step, list(items), e)) from e
 
 
 def damaged_message(ckpt: Path, step: int, items: Sequence[str], error: BaseException) -> str:

@@ -167,6 +167,50 @@ def test_processes_that_disagree_on_the_count_stop(data, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+# What `train --distributed` does before its first step, in a script: join, then one sum
+# over a global mesh of every process's devices (process i contributes rows of i + 1).
+JOIN_AND_SUM = """
+from styleavatar_jax import distributed
+distributed.initialize(timeout_s=60)
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+mesh = Mesh(np.array(jax.devices()), ("data",))
+rows = np.full((jax.local_device_count(),), jax.process_index() + 1.0, np.float32)
+x = jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), rows)
+print("joined", jax.process_index(), jax.process_count(), float(jax.jit(jnp.sum)(x)))
+"""
+
+
+def _slurm_port() -> tuple[int, int]:
+    """A SLURM_JOB_ID whose derived coordinator port (jax: 61440 + id mod 4096) is free."""
+    for job in np.random.default_rng().permutation(4096):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", 61440 + int(job)))
+            except OSError:
+                continue
+        return 4096 * 25 + int(job), 61440 + int(job)
+    pytest.skip("no free port in jax's SLURM range 61440-65535")
+
+
+def test_slurm_environment_joins():
+    """The SLURM recipe's code path: 2 processes given only srun's variables (no flags, no
+    JAX_*) find the coordinator, count and id, and sum over all 4 devices."""
+    job, port = _slurm_port()
+    jax_vars = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+    env = {k: v for k, v in ENV.items() if k not in jax_vars}
+    env |= dict(SLURM_JOB_ID=str(job), SLURM_STEP_NODELIST="127.0.0.1", SLURM_NTASKS="2",
+                SLURM_STEP_NUM_NODES="1")  # fmt: skip
+    procs = [subprocess.Popen([sys.executable, "-c", JOIN_AND_SUM], cwd=ROOT, text=True,
+                              env=dict(env, SLURM_PROCID=str(i), SLURM_LOCALID=str(i)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(2)]  # fmt: skip
+    out = finish(procs, timeout=120)
+    for i, (code, text) in enumerate(out):
+        assert code == 0, text[-3000:]
+        assert f"joined {i} 2 6.0" in text, text[-3000:]  # 2 devices × 1 + 2 devices × 2
+
+
 def test_settings_name_the_bad_one():
     env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "2",
            "JAX_PROCESS_ID": "1"}  # fmt: skip

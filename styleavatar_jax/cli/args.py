@@ -8,6 +8,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from etils import epath
+
+from styleavatar_jax.files import as_path, is_local, store_root
+
 
 def generator_flags(p: argparse.ArgumentParser) -> None:
     """Which generator renders and how: --ckpt or --config, --truncation, --neural-res,
@@ -94,7 +98,10 @@ def check_output(path: str | os.PathLike, flag: str, *, folder: bool = False,
                  suffixes: tuple[str, ...] = ()) -> Path:  # fmt: skip
     """An output path is usable before the work that fills it: the suffix is one of
     `suffixes`, no part of it is a file, and the folder it goes in is writable. Nothing is
-    created (a probe file is made and removed in the nearest existing folder)."""
+    created (a probe file is made and removed in the nearest existing folder). A URL
+    (gs://bucket/...) is checked by listing its bucket, which needs the store to answer."""
+    if not is_local(path):
+        return _check_store_output(path, flag, folder, suffixes)
     out = Path(path)
     if suffixes and out.suffix.lower() not in suffixes:
         raise ValueError(f"{flag}={path}: expected a file ending in {' or '.join(suffixes)}; "
@@ -115,6 +122,25 @@ def check_output(path: str | os.PathLike, flag: str, *, folder: bool = False,
                          "writable folder") from None  # fmt: skip
     os.close(fd)
     os.unlink(probe)
+    return out
+
+
+def _check_store_output(url: str | os.PathLike, flag: str, folder: bool,
+                        suffixes: tuple[str, ...]) -> epath.Path:  # fmt: skip
+    """check_output for an object-store URL: suffix, kind, and a bucket that answers."""
+    out = as_path(url)
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise ValueError(f"{flag}={url}: expected a file ending in {' or '.join(suffixes)}")
+    try:
+        if out.exists() and out.is_dir() != folder:
+            want = "a folder" if folder else "a file"
+            raise ValueError(f"{flag}={url}: exists and is not {want}; choose another path")
+        next(iter(as_path(store_root(out)).iterdir()), None)
+    except ValueError:
+        raise
+    except Exception as e:  # each store's client raises its own types
+        raise ValueError(f"{flag}={url}: the store does not answer ({type(e).__name__}: {e}); "
+                         "check the bucket name and credentials") from None  # fmt: skip
     return out
 
 

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from styleavatar_jax.cli.args import check_output, nonnegative_int, positive_int
+from styleavatar_jax.files import as_path
 
 
 def add_parsers(sub) -> None:
@@ -129,7 +130,7 @@ def cmd_eval(args, overrides) -> int:
         result["protocol"]["inception"] = ev.inception_record(args.inception)
     if clip is not None:
         result["protocol"]["clip"] = args.clip
-    out = ev.write_result(Path(args.out) if args.out else ev.metrics_path(run, step), result)
+    out = ev.write_result(as_path(args.out) if args.out else ev.metrics_path(run, step), result)
     print(json.dumps(result, indent=2, default=str))
     print(f"wrote {out}")
     return 0

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -40,7 +39,14 @@ from styleavatar_jax.data.source import (
     mirror_labels,
     normalize_meta,
 )
-from styleavatar_jax.files import describe_magic, write_atomic
+from styleavatar_jax.files import (
+    as_path,
+    describe_magic,
+    is_local,
+    list_files,
+    remove_tree,
+    write_atomic,
+)
 
 DATASET_JSON = "dataset.json"
 EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
@@ -110,15 +116,17 @@ def parse_dataset_json(data: bytes, where: str) -> tuple[list[str], np.ndarray, 
 
 def open_eg3d(path: str | os.PathLike) -> ImageSource:
     """EG3D dataset folder or .zip -> ImageSource (see source.py); validates dataset.json
-    and that every listed image exists; images are checked (RGB, size) when decoded."""
-    path = Path(path)
+    and that every listed image exists; images are checked (RGB, size) when decoded. The
+    path may be a URL (gs://bucket/ds, gs://bucket/ds.zip): a zip is read by ranges."""
+    path = as_path(path)
     if path.is_dir():
         json_path = path / DATASET_JSON
         if not json_path.is_file():
             raise FileNotFoundError(f"{json_path} not found: not an EG3D dataset folder")
         names, labels, metas = parse_dataset_json(json_path.read_bytes(), str(json_path))
+        present = _present(path, names)
         for i, name in enumerate(names):
-            if not (path / name).is_file():
+            if name not in present:
                 raise FileNotFoundError(f"{json_path}: labels[{i}] lists {name}, which is missing")
         read = lambda i: (path / names[i]).read_bytes()
         close = lambda: None
@@ -163,6 +171,14 @@ def open_eg3d(path: str | os.PathLike) -> ImageSource:
     return ImageSource(str(path), tuple(names), labels, meta, resolution, read, close)
 
 
+def _present(root, names: Sequence[str]) -> set[str]:
+    """Which of `names` (relative POSIX paths) are files under root: one listing for a store
+    (a request per name would be thousands of round trips), a stat per name on disk."""
+    if is_local(root):
+        return {n for n in names if (root / n).is_file()}
+    return set(names) & list_files(root)
+
+
 def _json_meta(meta: Mapping[str, Any] | None, where: str) -> dict:
     """User metadata -> JSON-ready dict of the keys given (numpy scalars to Python)."""
     meta = dict(meta or {})
@@ -180,11 +196,12 @@ class EG3DWriter:
     meta) into ROOT/.partial/; `finish` writes dataset.json (atomically) from the records
     and removes .partial. Records of an existing dataset.json and of an interrupted run
     are loaded on construction, so `done(i)` says which images to skip when resuming.
+    ROOT may be a URL (gs://bucket/ds): each image and record is then one uploaded object.
     """
 
     def __init__(self, root: str | os.PathLike, *, image_format: str = "png", quality: int = 95):
         """image_format 'png' or 'jpeg' for `write` without a name; quality: JPEG quality."""
-        self.root = Path(root)
+        self.root = as_path(root)
         self.ext = {"PNG": ".png", "JPEG": ".jpg"}.get(image_format.upper())
         if self.ext is None:
             raise ValueError(f"image_format must be 'png' or 'jpeg', got {image_format!r}")
@@ -199,9 +216,8 @@ class EG3DWriter:
             rec = json.loads(rec_path.read_bytes())
             self._records[int(rec_path.stem)] = rec
         # An image deleted since its record was written gets written again.
-        self._records = {
-            i: r for i, r in self._records.items() if (self.root / r["name"]).is_file()
-        }
+        present = _present(self.root, [r["name"] for r in self._records.values()])
+        self._records = {i: r for i, r in self._records.items() if r["name"] in present}
         self._index_of = {r["name"]: i for i, r in self._records.items()}
         self._resolution = None
         if self._records:
@@ -277,7 +293,7 @@ class EG3DWriter:
             doc["meta"] = {r["name"]: r["meta"] for r in recs if r["meta"]}
         payload = json.dumps(doc).encode()
         path = write_atomic(self.root / DATASET_JSON, lambda f: f.write(payload))
-        shutil.rmtree(self.root / _PARTIAL, ignore_errors=True)
+        remove_tree(self.root / _PARTIAL)
         return path
 
 
@@ -336,7 +352,7 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
     """A dataset .zip -> ZipFile; a damaged zip or another kind of file -> ValueError saying
     which (a zip cut short by a failed copy has lost its directory, at the end)."""
     try:
-        return zipfile.ZipFile(path)
+        return zipfile.ZipFile(path if is_local(path) else path.open("rb"))
     except zipfile.BadZipFile as e:
         kind = describe_magic(path)
         if kind == "a zip archive":
@@ -352,7 +368,7 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
 
 def _dataset_json_bytes(path: str | os.PathLike) -> bytes:
     """The dataset.json of an EG3D folder or zip (already validated by open_eg3d)."""
-    if Path(path).is_dir():
-        return (Path(path) / DATASET_JSON).read_bytes()
-    with zipfile.ZipFile(path) as archive:
+    if as_path(path).is_dir():
+        return (as_path(path) / DATASET_JSON).read_bytes()
+    with _open_zip(as_path(path)) as archive:
         return archive.read(DATASET_JSON)

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from styleavatar_jax.data import eg3d_format
 from styleavatar_jax.data.source import ImageSource
+from styleavatar_jax.files import as_path, is_local
 
 
 def open_dataset(path: str | os.PathLike) -> ImageSource:
     """An EG3D folder (dataset.json), EG3D zip or tfds directory (dataset_info.json) -> source."""
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         raise FileNotFoundError(f"dataset {path} does not exist")
     if path.is_file() and path.suffix.lower() == ".zip" or (path / "dataset.json").is_file():
         return eg3d_format.open_eg3d(path)
     if (path / "dataset_info.json").is_file():
+        if not is_local(path):
+            raise ValueError(
+                f"{path}: a tfds dataset in an object store cannot be read here (array_record "
+                "opens local files only without TensorFlow); copy the directory to local "
+                "disk, or make it an EG3D folder (styleavatar-jax convert-dataset), which "
+                "(or its zip) is read from the store"
+            )
         # Imported here: tfds costs ~1 s and 230 MB to import, which an EG3D folder does
         # not need.
         from styleavatar_jax.data import tfds_format

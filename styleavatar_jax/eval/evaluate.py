@@ -364,7 +364,9 @@ def _fmt(v) -> str:
 
 
 def metrics_path(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / f"metrics-{step}.json"
+    from styleavatar_jax.files import as_path
+
+    return as_path(run_dir) / f"metrics-{step}.json"
 
 
 def write_result(path: Path, result: dict) -> Path:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import jax
 
 from styleavatar_jax.convert.inception import load_inception
 from styleavatar_jax.eval import evaluate as ev
 from styleavatar_jax.eval import fid
+from styleavatar_jax.files import as_path
 from styleavatar_jax.sampling import make_mesh
 
 
@@ -75,7 +75,7 @@ def make_metric_callback(
         result = ev.evaluate(G, g_ema, camera, source, settings, mesh=mesh, neural_res=res,
                              truncation_cutoff=truncation_cutoff, inception=variables,
                              real_features=real, progress=False, log=log)  # fmt: skip
-        result = {"run": str(Path(workdir).absolute()), "step": step,
+        result = {"run": str(as_path(workdir)), "step": step,
                   "kimg": step * batch_size / 1000} | result  # fmt: skip
         if record is not None:
             result["protocol"]["inception"] = record

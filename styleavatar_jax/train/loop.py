@@ -40,6 +40,7 @@ from styleavatar_jax.data.formats import open_dataset
 from styleavatar_jax.data.pipeline import InputPipeline
 from styleavatar_jax.data.source import ImageSource, check_images, spread
 from styleavatar_jax.export.grid import image_grid, to_uint8, write_png
+from styleavatar_jax.files import as_path
 from styleavatar_jax.runtime import Deadline, StopOnSignal, TrainingDiverged, TrainLog, data_mesh
 from styleavatar_jax.train import schedules
 from styleavatar_jax.train.config import TrainingConfigs, training_configs
@@ -246,7 +247,7 @@ def train(
     Before the networks are built, CHECKED_IMAGES images spread over the dataset (all with
     check_all_images) are decoded: a damaged one is a ValueError naming it."""
     tc = training_configs(cfg)
-    workdir = Path(workdir).absolute()
+    workdir = as_path(workdir)
     log = log if jax.process_index() == 0 else lambda text: None  # one voice per run
     existing = _check_start(cfg, tc, workdir, resume, init_from)
     mesh = mesh or data_mesh()
