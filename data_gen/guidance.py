@@ -61,6 +61,11 @@ class MeshHead:
         sha = hashlib.sha256(Path(mesh_path).read_bytes() + kp_path.read_bytes()).hexdigest()
         return cls(head, kp, sha)
 
+    def __reduce__(self):
+        # Pickled (to Ray actors) without trimesh's caches: trimesh 5.2 pickles a built rtree
+        # empty, and closest-point queries on the copy then fail.
+        return MeshHead, (self.mesh.copy(), self.keypoints, self.digest)
+
 
 def render_guidance(cams: Cameras, kinds: tuple[str, ...], indices: np.ndarray,
                     head: MeshHead | None = None) -> dict[str, np.ndarray]:  # fmt: skip

@@ -91,15 +91,20 @@ def check_scheduler(name: str) -> str:
     return name
 
 
+def device_dtype(device: str) -> str:
+    """A torch device -> the pipeline's dtype name: fp32 on CPU, fp16 on a GPU."""
+    return "float32" if device == "cpu" else "float16"
+
+
 def torch_device(device: str) -> tuple[str, str]:
-    """'auto' | 'cpu' | 'cuda[:N]' -> (device, dtype name): fp16 on GPU, fp32 on CPU."""
+    """'auto' | 'cpu' | 'cuda[:N]' -> (device, dtype name), checked on this machine."""
     import torch
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: no CUDA device available")
-    return device, "float32" if device == "cpu" else "float16"
+    return device, device_dtype(device)
 
 
 def load_pipeline(base: ModelRef, controlnets: dict[str, ModelRef], *, scheduler: str,

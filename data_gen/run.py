@@ -3,7 +3,8 @@
     python -m data_gen.run --out DIR --base-model PATH_OR_ID --controlnet pose=PATH_OR_ID \
         [--controlnet depth=PATH_OR_ID] --num-images N --res R --steps S [--styles FILE] \
         [--seed K] [--config FILE] [--batch B] [--head-mesh MESH --keypoints JSON] \
-        [--clip PATH_OR_ID] [--lora PATH_OR_ID ...] [--scheduler NAME] [--no-filter]
+        [--clip PATH_OR_ID] [--lora PATH_OR_ID ...] [--scheduler NAME] [--no-filter] \
+        [--ray [ADDRESS] [--actors N]]
 
 Two --controlnet flags = hybrid guidance. --config FILE is YAML with any of: resolution,
 seed, yaw_range, pitch_range, radius, fov, views_per_id, steps, guidance_scale,
@@ -19,197 +20,72 @@ Output: an EG3D dataset folder (styleavatar_jax.data.eg3d_format), as make-datas
     DIR/rejected.jsonl                    view-filter rejections: index, attempt, seed, why
     DIR/manifest.json                     counts, and the indices left out (gaps)
 
+(data_gen.output: every file is written whole, then renamed into place.)
+
 Image i: camera from (seed, i) (data_gen.guidance); attempt a of it uses torch seed
 `image_seed(seed, i, a)`, which also seeds its prompt. When the view filter rejects an
 attempt, the image is redone with the next attempt's seed (same camera, new prompt and
 noise), up to max_attempts; after that the index stays a gap (dataset.json lists only the
 images written, so the set stays valid; `open_eg3d` indexes by list position).
 
-Resuming: the EG3D writer's records mark finished images and rejected.jsonl the rejected
-attempts, so a restart skips finished images, retries nothing already rejected and
-duplicates nothing; a larger --num-images extends the set. A restart with settings other
-than datagen.json's is an error.
+Resuming: the work is done in chunks of --batch consecutive indices (data_gen.work). A
+restart makes only the chunks with an image missing, each one whole, so that every image
+comes out of the same batch as in an uninterrupted run (the same bytes); it writes only the
+missing images and records only new rejections. A larger --num-images extends the set. A
+restart with settings other than datagen.json's is an error. Ctrl-C stops with exit status
+130; the same command resumes.
+
+--ray [ADDRESS] does the same work on a Ray cluster (data_gen.cluster): one actor per GPU
+(--actors N), the images written by the actors, dataset.json and the manifest by this process.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import os
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-from data_gen import prompts
+from data_gen import cluster
 from data_gen.config import Job, make_config, make_job, read_config_file
-from data_gen.guidance import render_guidance
-from data_gen.pipelines import generate, load_pipeline, parse_controlnets, torch_device
-from data_gen.view_filter import ClipViewScorer, Scorer, judge
-from styleavatar_jax import cameras
-from styleavatar_jax.data.eg3d_format import EG3DWriter
-from styleavatar_jax.data.source import encode_rgb
-from styleavatar_jax.files import write_atomic
+from data_gen.output import MANIFEST, REJECTED, SETTINGS
+from data_gen.pipelines import parse_controlnets, torch_device
+from data_gen.view_filter import Scorer
+from data_gen.work import (
+    ChunkMaker,
+    Summary,
+    conclude,
+    image_prompt,
+    image_seed,
+    plan_items,
+    plan_run,
+    progress_bar,
+)
 
-SETTINGS = "datagen.json"
-REJECTED = "rejected.jsonl"
-MANIFEST = "manifest.json"
-
-
-def image_seed(seed: int, index: int, attempt: int) -> int:
-    """The torch (and prompt) seed of attempt `attempt` at image `index` -> int in [0, 2³²)."""
-    return int(np.random.SeedSequence([seed, index, attempt]).generate_state(1)[0])
-
-
-def image_prompt(job: Job, yaw: float, pitch: float, seed: int) -> prompts.Prompt:
-    return prompts.build_prompt(job.prompt_data, yaw, pitch, np.random.default_rng(seed))
-
-
-def read_rejected(path: Path) -> dict[int, int]:
-    """rejected.jsonl -> {index: attempts rejected}. A last line cut off by an interrupt is
-    ignored (that attempt is simply redone)."""
-    counts: dict[int, int] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            counts[rec["index"]] = max(counts.get(rec["index"], 0), rec["attempt"] + 1)
-    return counts
-
-
-def _append_line(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-@dataclasses.dataclass
-class Summary:
-    generated: int = 0  # images written by this call
-    rejected: int = 0  # attempts rejected by this call
-    skipped: int = 0  # images already finished (or exhausted) before this call
-    gaps: list[int] = dataclasses.field(default_factory=list)  # all indices left out
+__all__ = ["MANIFEST", "REJECTED", "SETTINGS", "Summary", "image_prompt", "image_seed", "main",
+           "make_dataset"]  # fmt: skip
 
 
 def make_dataset(job: Job, out: str | Path, num_images: int, *, batch: int = 4,
                  device: str = "auto", scorer: Scorer | None = None, pipe=None,
                  progress: bool = True) -> Summary:  # fmt: skip
-    """Write (or finish, or extend) the dataset in `out` (module doc) -> Summary.
+    """Write (or finish, or extend) the dataset in `out` (module doc) in this process ->
+    Summary.
 
     scorer: view probabilities per image (view_filter.Scorer); None builds the CLIP scorer
     when job.filtering. pipe: an already loaded pipeline; None loads the job's.
     """
-    if num_images < 1 or batch < 1:
-        raise ValueError(f"--num-images {num_images}, --batch {batch}: expected >= 1")
-    cfg, out = job.cfg, Path(out)
+    out = Path(out)
     device, dtype = torch_device(device)
-    settings = out / SETTINGS
-    text = job.settings_json(dtype)
-    if settings.exists() and settings.read_text() != text:
-        raise ValueError(f"{out} holds a data_gen set made with other settings ({settings}); "
-                         "use another --out, or the same settings to resume")  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(settings, lambda f: f.write(text.encode()))
-    writer = EG3DWriter(out)
-    attempts = read_rejected(out / REJECTED)
-    todo = [i for i in range(num_images)
-            if not writer.done(i) and attempts.get(i, 0) < cfg.max_attempts]  # fmt: skip
-    summary = Summary(skipped=num_images - len(todo))
-    if todo:
-        pipe = pipe or load_pipeline(job.base, job.controlnets, scheduler=cfg.scheduler,
-                                     device=device, dtype=dtype, loras=job.loras,
-                                     lora_scale=cfg.lora_scale)  # fmt: skip
-        if scorer is None and job.filtering:
-            scorer = ClipViewScorer(job.clip, job.prompt_data.clip_prompts, device)
-        if not job.filtering:
-            scorer = None
-    bar = _progress(num_images, summary.skipped, progress)
-    for start in range(0, len(todo), batch):
-        chunk = np.asarray(todo[start : start + batch])
-        # Fixed-size batches (the last padded): the mannequin renderer compiles once.
-        padded = np.concatenate([chunk, np.full(batch - len(chunk), chunk[-1])])
-        views = {k: v[: len(chunk)] for k, v in
-                 render_guidance(cfg.cameras, cfg.guidance, padded, job.head).items()}  # fmt: skip
-        pending = list(range(len(chunk)))
-        while pending:
-            pending = _attempt(job, pipe, writer, views, chunk, pending, attempts, scorer,
-                               summary, bar)  # fmt: skip
-    bar.close()
-    summary.gaps = [i for i in range(num_images) if not writer.done(i)]
-    if not writer.done_indices:
-        raise RuntimeError(f"{out}: every image was rejected by the view filter; see "
-                           f"{out / REJECTED}")  # fmt: skip
-    writer.finish()
-    manifest = dict(num_images=num_images, written=len(writer.done_indices), gaps=summary.gaps,
-                    rejected_attempts=sum(attempts.values()))  # fmt: skip
-    payload = (json.dumps(manifest, indent=1) + "\n").encode()
-    write_atomic(out / MANIFEST, lambda f: f.write(payload))
-    return summary
-
-
-def _attempt(job: Job, pipe, writer: EG3DWriter, views: dict, chunk: np.ndarray,
-             pending: list[int], attempts: dict[int, int], scorer: Scorer | None,
-             summary: Summary, bar) -> list[int]:  # fmt: skip
-    """Generate the current attempt of images chunk[pending]; write those kept, record
-    those rejected -> positions to try again."""
-    cfg, out = job.cfg, writer.root
-    index = [int(chunk[j]) for j in pending]
-    seeds = [image_seed(cfg.cameras.seed, i, attempts.get(i, 0)) for i in index]
-    yaw, pitch = views["yaw"][pending], views["pitch"][pending]
-    ps = [
-        image_prompt(job, float(y), float(p), s) for y, p, s in zip(yaw, pitch, seeds, strict=True)
-    ]
-    images = generate(pipe, [p.positive for p in ps], [p.negative for p in ps],
-                      {k: views[k][pending] for k in cfg.guidance}, seeds, steps=cfg.steps,
-                      guidance_scale=cfg.guidance_scale, controlnet_scale=cfg.scales)  # fmt: skip
-    probs = scorer(images) if scorer is not None else None
-    reasons = (
-        judge(probs, [p.view for p in ps], rule=cfg.filter_rule, margin=cfg.filter_margin)
-        if probs is not None
-        else [None] * len(index)
-    )
-    again = []
-    for k, (j, i) in enumerate(zip(pending, index, strict=True)):
-        if reasons[k] is None:
-            name = writer.name(i)
-            for kind in cfg.guidance:
-                data = encode_rgb(views[kind][j], "PNG")
-                path = out / "guidance" / kind / Path(name).with_suffix(".png")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(path, lambda f, data=data: f.write(data))
-            group = str(cameras.view_group(np.radians(yaw[k])))
-            meta = dict(identity=int(views["identity"][j]), seed=seeds[k], yaw=float(yaw[k]),
-                        pitch=float(pitch[k]), prompt=ps[k].positive,
-                        negative_prompt=ps[k].negative, style=ps[k].style, view=group)  # fmt: skip
-            writer.write(i, images[k], views["label"][j], meta)
-            summary.generated += 1
-            bar.update(1)
-            continue
-        _append_line(out / REJECTED, dict(
-            index=i, attempt=attempts.get(i, 0), seed=seeds[k], camera_view=ps[k].view,
-            yaw=float(yaw[k]), pitch=float(pitch[k]),
-            clip_probs=dict(zip(prompts.PROMPT_VIEWS, np.round(probs[k], 4).tolist(), strict=True)),
-            reason=reasons[k], prompt=ps[k].positive,
-        ))  # fmt: skip
-        attempts[i] = attempts.get(i, 0) + 1
-        summary.rejected += 1
-        if attempts[i] < cfg.max_attempts:
-            again.append(j)
-        else:
-            bar.update(1)
-    return again
-
-
-def _progress(total: int, done: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=done, unit="img", disable=not enabled, desc="data_gen",
-                dynamic_ncols=True)  # fmt: skip
+    chunks, before = plan_run(job, out, num_images, batch, dtype)
+    if chunks:
+        maker = ChunkMaker.load(job, out, device, dtype, batch, pipe=pipe, scorer=scorer)
+        with progress_bar(num_images, len(before.finished), progress) as bar:
+            for chunk in chunks:
+                made = maker(plan_items(job, chunk))
+                bar.update(made.generated + made.given_up)
+    return conclude(out, num_images, before)
 
 
 def _range(text: str, flag: str) -> list[float]:
@@ -249,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fov", type=float, help="degrees")
     p.add_argument("--device", help="auto | cpu | cuda[:N] (fp16 on GPU, fp32 on CPU)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="spread the work over a Ray cluster: HOST:PORT of its head, auto, or "
+        "nothing (a local Ray, or $RAY_ADDRESS); needs the [ray] extra",
+    )
+    p.add_argument("--actors", type=int,
+                   help="with --ray: pipeline actors (default: one per GPU of the cluster, "
+                        "1 without GPUs)")  # fmt: skip
     return p
 
 
@@ -273,14 +160,33 @@ def job_from_args(args: argparse.Namespace) -> tuple[Job, dict]:
 
 
 def main(argv: list[str] | None = None, *, scorer: Callable | None = None) -> int:
+    """Run the command -> exit status: 0 done, 2 bad input (one line on stderr naming the
+    flag; nothing loaded yet), 130 interrupted (Ctrl-C: the same command resumes).
+    scorer: the view filter's Scorer in this process (tests); None: CLIP, when --clip."""
     args = build_parser().parse_args(argv)
+    on_ray = args.ray is not None
     try:
+        if on_ray:
+            cluster.require_ray()  # before the checks below import diffusers
+        elif args.actors is not None:
+            raise ValueError(f"--actors {args.actors}: only with --ray")
         job, opts = job_from_args(args)
+        session = cluster.connect(args.ray) if on_ray else contextlib.nullcontext()
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    s = make_dataset(job, args.out, args.num_images, scorer=scorer,
-                     progress=not args.no_progress, **opts)  # fmt: skip
+    progress = not args.no_progress
+    try:
+        with session:
+            s = (cluster.make_dataset(job, args.out, args.num_images, actors=args.actors,
+                                      progress=progress, **opts)
+                 if on_ray else
+                 make_dataset(job, args.out, args.num_images, scorer=scorer, progress=progress,
+                              **opts))  # fmt: skip
+    except KeyboardInterrupt:
+        print(f"{args.out}: interrupted; the images written are kept: run the same command "
+              "again to finish", file=sys.stderr)  # fmt: skip
+        return 130
     print(f"{args.out}: wrote {s.generated} images ({s.skipped} done before), "
           f"{s.rejected} attempts rejected, {len(s.gaps)} gaps")  # fmt: skip
     return 0

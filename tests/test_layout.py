@@ -42,7 +42,7 @@ ALLOWED: dict[str, set[str]] = {
     "wdiff": _RUN | {"data", "convert", "eval", "export", "invert"},  # not train/
     "cli": None,  # the top: may import anything; nothing imports it
 }
-FORBIDDEN_PACKAGES = ("torch", "diffusers")  # the JAX side runs without PyTorch
+FORBIDDEN_PACKAGES = ("torch", "diffusers", "ray")  # the JAX side runs without these
 OUTSIDE = ("tests", "bench", "data_gen", "scripts")  # never reach into the CLI's modules
 
 
