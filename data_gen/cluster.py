@@ -42,6 +42,7 @@ from data_gen.work import (
     plan_run,
     progress_bar,
 )
+from styleavatar_jax.files import as_path
 
 RETRIES = 3  # restarts of each actor, and retries of the chunk a dead actor was making
 CONNECT_TIMEOUT = 5.0  # seconds for a HOST:PORT address to accept a connection
@@ -117,7 +118,7 @@ class ChunkActor:
                  exit_at: tuple[int, str] | None = None):  # fmt: skip
         """exit_at: (image index, marker path) for the test hook `exit_once`, or None."""
         hook = functools.partial(exit_once, *exit_at) if exit_at else None
-        self.maker = ChunkMaker.load(job, Path(out), *torch_device(device), batch,
+        self.maker = ChunkMaker.load(job, as_path(out), *torch_device(device), batch,
                                      before_write=hook)  # fmt: skip
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -139,7 +140,7 @@ def make_dataset(job: Job, out: str | Path, num_images: int, *, batch: int = 4,
     """
     import ray
 
-    out = Path(out).resolve()
+    out = as_path(out)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     device = actor_device(device, gpus)
     chunks, before = plan_run(job, out, num_images, batch, device_dtype(device))

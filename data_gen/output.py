@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from collections.abc import Collection
 from pathlib import Path
 
 from styleavatar_jax.data.eg3d_format import EG3DWriter
-from styleavatar_jax.files import write_atomic
+from styleavatar_jax.files import is_local, remove_tree, write_atomic
 
 SETTINGS = "datagen.json"
 REJECTED = "rejected.jsonl"
@@ -104,10 +103,11 @@ def finish(out: Path, num_images: int) -> dict:
     if records:
         lines = "".join(json.dumps(records[key]) + "\n" for key in sorted(records))
         write_atomic(out / REJECTED, lambda f: f.write(lines.encode()))
-    shutil.rmtree(out / _REJECTIONS, ignore_errors=True)
+    remove_tree(out / _REJECTIONS)
     writer.finish()
-    for stale in out.rglob(".*.tmp"):  # styleavatar_jax.files.atomic_path's names
-        stale.unlink(missing_ok=True)
+    if is_local(out):  # a store has no temporary files: uploads land whole
+        for stale in Path(out).rglob(".*.tmp"):  # styleavatar_jax.files.atomic_path's names
+            stale.unlink(missing_ok=True)
     manifest = dict(num_images=num_images, written=len(writer.done_indices),
                     gaps=[i for i in range(num_images) if not writer.done(i)],
                     rejected_attempts=len(records))  # fmt: skip

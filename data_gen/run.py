@@ -62,6 +62,7 @@ from data_gen.work import (
     plan_run,
     progress_bar,
 )
+from styleavatar_jax.files import as_path
 
 __all__ = ["MANIFEST", "REJECTED", "SETTINGS", "Summary", "image_prompt", "image_seed", "main",
            "make_dataset"]  # fmt: skip
@@ -76,7 +77,7 @@ def make_dataset(job: Job, out: str | Path, num_images: int, *, batch: int = 4,
     scorer: view probabilities per image (view_filter.Scorer); None builds the CLIP scorer
     when job.filtering. pipe: an already loaded pipeline; None loads the job's.
     """
-    out = Path(out)
+    out = as_path(out)
     device, dtype = torch_device(device)
     chunks, before = plan_run(job, out, num_images, batch, dtype)
     if chunks:

@@ -33,7 +33,7 @@ from data_gen.view_filter import ClipViewScorer, Scorer, judge
 from styleavatar_jax import cameras
 from styleavatar_jax.data.eg3d_format import EG3DWriter
 from styleavatar_jax.data.source import encode_rgb
-from styleavatar_jax.files import write_atomic
+from styleavatar_jax.files import as_path, write_atomic
 from styleavatar_jax.heads.make_mannequin import view_angles, view_labels
 
 
@@ -140,7 +140,7 @@ class ChunkMaker:
         """pipe: a loaded pipeline (pipelines.load_pipeline); scorer: the view filter or None;
         batch: the chunk size (guidance renders in batches of this size: one compile);
         before_write: called with an image's index before it is written (a test hook)."""
-        self.job, self.out, self.pipe, self.scorer = job, Path(out), pipe, scorer
+        self.job, self.out, self.pipe, self.scorer = job, as_path(out), pipe, scorer
         self.batch, self.before_write = batch, before_write
         self.writer = EG3DWriter(out)
         self.recorded = frozenset(read_rejections(self.out))

@@ -76,8 +76,8 @@ def upload(local: str | os.PathLike, url: str | os.PathLike) -> epath.Path:
 def list_files(root: str | os.PathLike) -> set[str]:
     """Every file under root as a POSIX path relative to it: a walk on disk; in a store one
     listing (a request per 1000 objects, where a stat per name is a request each)."""
-    root = as_path(root)
     if is_local(root):
+        root = Path(root).absolute()
         return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
     import fsspec  # epath's backend for store URLs when TensorFlow is absent
 

@@ -18,9 +18,11 @@ from jax.sharding import Mesh
 from styleavatar_jax import checkpoint, files
 from styleavatar_jax.data.formats import open_dataset
 from styleavatar_jax.train import loop
+from tests import test_data_gen as single
 from tests.test_train_loop import _cfg, _write_dataset
 
 BUCKET = "styleavatar-test"
+models, head = single.models, single.head  # its fixtures: tiny models, a small mesh head
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -157,3 +159,18 @@ def test_store_output_checks(gcs, cli_error):
         check_output(f"{gcs}/m.npz", "--out", suffixes=(".json",))
     with pytest.raises(ValueError, match="--workdir=gs://no-such-bucket/run: the store"):
         check_output("gs://no-such-bucket/run", "--workdir", folder=True)
+
+
+def test_data_gen_into_a_bucket(gcs, models, head, tmp_path):
+    """data_gen's output folder in the bucket: 2 images, then resumed to 4, equal to a local
+    run of 4 byte for byte, with dataset.json and the manifest."""
+    url = f"{gcs}/gen/ds"
+    single._run(models, head, tmp_path / "local", ("pose",), 4)
+    first, _ = single._run(models, head, url, ("pose",), 2)
+    second, _ = single._run(models, head, url, ("pose",), 4)
+    assert (first.generated, second.generated, second.skipped) == (2, 2, 2)
+    local = single._pngs(tmp_path / "local")
+    root = epath.Path(url)
+    assert {k: (root / k).read_bytes() for k in local} == local
+    assert (root / "manifest.json").is_file() and not (root / ".partial").exists()
+    assert open_dataset(url).names == tuple(sorted(local))

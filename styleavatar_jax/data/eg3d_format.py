@@ -357,7 +357,7 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
         kind = describe_magic(path)
         if kind == "a zip archive":
             raise ValueError(
-                f"{path}: the zip is damaged or truncated (zipfile: {e}; {path.stat().st_size} "
+                f"{path}: the zip is damaged or truncated (zipfile: {e}; {path.stat().length} "
                 "bytes); re-create it or download it again"
             ) from e
         like = f"it starts like {kind}" if kind else f"zipfile: {e}"
