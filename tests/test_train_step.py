@@ -220,3 +220,25 @@ def test_reg_interval_0_step_is_main_plus_reg_with_gain_1(monkeypatch, accum):
             np.testing.assert_allclose(mu[k], float(jnp.mean(u)) / 2 + p, rtol=1e-6)
             step = getattr(new, net)["params"][k] - p  # first Adam step: lr·g/(|g| + eps)
             np.testing.assert_allclose(np.abs(step), lr, rtol=1e-3)  # lazy k: lr·k/(k+1)
+
+
+def _d_logits_two_keys(base, disc_c_noise: float):
+    """train_step._run_d's logits under keys 1 and 2, D with the given label noise."""
+    d_cfg = dataclasses.replace(base.D.cfg, disc_c_noise=disc_c_noise)
+    nets = make_networks(base.G.cfg, d_cfg, base.train, base.pose)
+    r = d_cfg.img_resolution
+    img, raw = jnp.zeros((4, r, r, 3)), jnp.zeros((4, 16, 16, 3))
+    c = jnp.asarray(np.random.default_rng(0).standard_normal((4, d_cfg.c_dim)), jnp.float32)
+    k = jax.random.key(0)
+    params = jax.jit(nets.D.init)({"params": k, "c_noise": k}, img, raw, c)["params"]
+    run = jax.jit(lambda key: train_step._run_d(nets, params, img, raw, c, 0.0, key))
+    return [np.asarray(run(jax.random.key(i))) for i in (1, 2)]
+
+
+def test_d_label_noise_runs_in_training_phases():
+    """disc_c_noise > 0 draws D's label noise from the phase's keys (it once found no
+    'c_noise' stream and failed); each key gives its own draw, no noise ignores the key."""
+    base = _tiny()
+    np.testing.assert_array_equal(*_d_logits_two_keys(base, 0.0))
+    a, b = _d_logits_two_keys(base, 1.0)
+    assert np.abs(a - b).max() > 0.1 * np.abs(a).max()  # logits of a fresh D are ~1e-5

@@ -93,9 +93,10 @@ def _run_g(nets: Networks, g_vars, x, key, neural_res, update_emas=False):
     return out, updates["buffers"]
 
 
-def _run_d(nets: Networks, d_params, image, image_raw, c_d, sigma):
+def _run_d(nets: Networks, d_params, image, image_raw, c_d, sigma, key):
+    """D's logits of blurred images; key: D's label noise (used when disc_c_noise > 0)."""
     image = blur(image, sigma, nets.train.blur_init_sigma)
-    return nets.D.apply({"params": d_params}, image, image_raw, c_d)
+    return nets.D.apply({"params": d_params}, image, image_raw, c_d, rngs={"c_noise": key})
 
 
 def _micro(x, accum: int):
@@ -180,7 +181,7 @@ def _g_main_part(nets: Networks, state: TrainState, batch, key, sched, neural_re
     def loss_fn(params, carry, mb, key):
         out, _ = _run_g(nets, {**state.g, "params": params}, mb, key, neural_res)
         logits = _run_d(nets, state.d["params"], out["image"], out["image_raw"], mb["c_d"],
-                        sched["blur_sigma"])  # fmt: skip
+                        sched["blur_sigma"], jax.random.fold_in(key, 1))  # fmt: skip
         loss = jnp.mean(losses.g_nonsat_loss(logits))
         return loss / a, (carry, {"G/loss": loss, "G/fake_score": jnp.mean(logits)})
 
@@ -228,8 +229,10 @@ def _d_main_part(nets: Networks, state: TrainState, batch, key, sched, neural_re
                                update_emas=True)  # fmt: skip
         fake = jax.lax.stop_gradient(fake)
         real, real_raw = real_images(mb["real"], neural_res, sigma, nets.train.blur_init_sigma)
-        logits_fake = _run_d(nets, params, fake["image"], fake["image_raw"], mb["c_fake"], sigma)
-        logits_real = _run_d(nets, params, real, real_raw, mb["c_real"], sigma)
+        logits_fake = _run_d(nets, params, fake["image"], fake["image_raw"], mb["c_fake"], sigma,
+                             jax.random.fold_in(key, 1))  # fmt: skip
+        logits_real = _run_d(nets, params, real, real_raw, mb["c_real"], sigma,
+                             jax.random.fold_in(key, 2))  # fmt: skip
         loss = jnp.mean(losses.d_logistic_loss(logits_real, logits_fake))
         metrics = {"D/loss": loss, "D/fake_score": jnp.mean(logits_fake),
                    "D/real_score": jnp.mean(logits_real)}  # fmt: skip
@@ -249,7 +252,8 @@ def _d_reg_part(nets: Networks, batch, key, sched, neural_res: int, gain: float)
 
     def loss_fn(params, carry, mb, key):
         real, real_raw = real_images(mb["real"], neural_res, sigma, t.blur_init_sigma)
-        d_fn = lambda img, raw: _run_d(nets, params, img, raw, mb["c_real"], sigma)
+        d_fn = lambda img, raw: _run_d(nets, params, img, raw, mb["c_real"], sigma,
+                                       jax.random.fold_in(key, 2))  # fmt: skip
         penalty = jnp.mean(losses.r1_penalty(d_fn, real, real_raw))
         return penalty * (t.r1_gamma / 2) * gain / a, (carry, {"D/r1_penalty": penalty})
 
