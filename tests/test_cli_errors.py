@@ -62,8 +62,8 @@ def test_train_workdir_not_creatable(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("field,value", [("total_kimg", "-1"), ("r1_gamma", "nan"),
-                                         ("lr_g", "inf"), ("lr_d", "0"), ("g_reg_interval", "0"),
-                                         ("d_reg_interval", "0")])  # fmt: skip
+                                         ("lr_g", "inf"), ("lr_d", "0"), ("g_reg_interval", "-1"),
+                                         ("d_reg_interval", "-1")])  # fmt: skip
 def test_train_bad_config_field_leaves_no_workdir(capsys, tmp_path, field, value):
     wd = tmp_path / "wd"
     fails(capsys, "train", "--config", TINY, "--workdir", wd,

@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec as P
 from styleavatar_jax import cameras
 from styleavatar_jax.train import step as train_step
 from styleavatar_jax.train.config import training_configs
-from styleavatar_jax.train.state import init_state, make_networks
+from styleavatar_jax.train.state import TrainState, init_state, make_networks
 from styleavatar_jax.typed_config import load_config_file
 
 # Float32 on XLA:CPU: GSPMD's cross-device sums (the gradient all-reduce, minibatch-std,
@@ -34,7 +34,8 @@ def _mesh(n: int) -> Mesh:
 
 def _tiny(**train):
     tc = training_configs(load_config_file("configs/tiny.py"))
-    t = dataclasses.replace(tc.train, batch_size=8, g_reg_interval=1, d_reg_interval=1, **train)
+    train = {"g_reg_interval": 1, "d_reg_interval": 1, **train}
+    t = dataclasses.replace(tc.train, batch_size=8, **train)
     return make_networks(tc.generator, tc.discriminator, t, tc.pose)
 
 
@@ -156,3 +157,88 @@ def test_dreg_accumulated_equals_one_pass():
 def test_accum_must_divide_batch():
     with pytest.raises(ValueError, match="accum_steps"):
         _tiny(accum_steps=3)
+
+
+def test_reg_interval_0_regularises_every_step_within_the_main_step():
+    """Interval 0 is EG3D's reg_interval=None: 'Gboth' / 'Dboth' every step, and no other
+    phase; lazy intervals keep their main + reg phases."""
+    t = _tiny(g_reg_interval=0, d_reg_interval=0).train
+    assert {train_step.phases_at(t, s) for s in range(40)} == {("Gboth", "Dboth")}
+    assert train_step.phases_between(t, 3, 70) == ("Gboth", "Dboth")
+    mixed = dataclasses.replace(t, d_reg_interval=16)
+    assert train_step.phases_at(mixed, 16) == ("Gboth", "Dmain", "Dreg")
+    assert train_step.phases_at(mixed, 17) == ("Gboth", "Dmain")
+    off = dataclasses.replace(t, density_reg=0.0, r1_gamma=0.0)  # EG3D: 'both' -> 'main'
+    assert train_step.phases_at(off, 0) == ("Gmain", "Dmain")
+
+
+def _quadratic_parts(u, accum: int):
+    """Stand-ins for the phases' loss parts with known gradients: main = mean(u)·Σθ/2
+    (gradient mean(u)/2), reg = gain·Σθ²/2 (gradient gain·θ)."""
+
+    def main(*_):
+        def loss_fn(params, carry, mb, key):
+            x = jnp.mean(mb["u"]) / accum
+            return x * sum(jnp.sum(p) for p in jax.tree.leaves(params)) / 2, (carry, {"main": x})
+
+        return {"u": u}, loss_fn, jax.random.key(0)
+
+    def reg(*args):
+        gain = args[-1]
+
+        def loss_fn(params, carry, mb, key):
+            loss = gain * sum(jnp.sum(p**2) for p in jax.tree.leaves(params)) / 2 / accum
+            return loss, (carry, {"reg": loss})
+
+        return {"u": u}, loss_fn, jax.random.key(0)
+
+    return main, reg
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_reg_interval_0_step_is_main_plus_reg_with_gain_1(monkeypatch, accum):
+    """Gboth (Dboth) = one Adam step on Gmain's + Greg's gradients, the latter at gain 1,
+    with the unscaled lr. The parts are quadratics with known gradients, so this sees the
+    wiring (sum, gain, accumulation, optimizer), not the networks."""
+    nets = _tiny(g_reg_interval=0, d_reg_interval=0, accum_steps=accum)
+    u = jnp.arange(8.0)  # per-sample input: accumulation must see every row once
+    main, reg = _quadratic_parts(u, accum)
+    for net in ("g", "d"):
+        monkeypatch.setattr(train_step, f"_{net}_main_part", main)
+        monkeypatch.setattr(train_step, f"_{net}_reg_part", reg)
+    params = {"a": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array([[0.5]])}
+    state = TrainState(step=jnp.int32(0), nimg=jnp.int32(0),
+                       g={"params": params, "buffers": {"w_avg": jnp.zeros(3)}}, g_ema={},
+                       d={"params": params}, g_opt=nets.g_tx.init(params),
+                       d_opt=nets.d_tx.init(params))  # fmt: skip
+    for net, phase, lr in (("g", train_step.g_both, nets.train.lr_g),
+                           ("d", train_step.d_both, nets.train.lr_d)):  # fmt: skip
+        new, metrics = phase(nets, state, None, jax.random.key(1), None, neural_res=16)
+        assert set(metrics) == {"main", "reg"}
+        mu = getattr(new, f"{net}_opt")[0].mu  # Adam's first moment: the gradient (β1 = 0)
+        for k, p in params.items():
+            np.testing.assert_allclose(mu[k], float(jnp.mean(u)) / 2 + p, rtol=1e-6)
+            step = getattr(new, net)["params"][k] - p  # first Adam step: lr·g/(|g| + eps)
+            np.testing.assert_allclose(np.abs(step), lr, rtol=1e-3)  # lazy k: lr·k/(k+1)
+
+
+def _d_logits_two_keys(base, disc_c_noise: float):
+    """train_step._run_d's logits under keys 1 and 2, D with the given label noise."""
+    d_cfg = dataclasses.replace(base.D.cfg, disc_c_noise=disc_c_noise)
+    nets = make_networks(base.G.cfg, d_cfg, base.train, base.pose)
+    r = d_cfg.img_resolution
+    img, raw = jnp.zeros((4, r, r, 3)), jnp.zeros((4, 16, 16, 3))
+    c = jnp.asarray(np.random.default_rng(0).standard_normal((4, d_cfg.c_dim)), jnp.float32)
+    k = jax.random.key(0)
+    params = jax.jit(nets.D.init)({"params": k, "c_noise": k}, img, raw, c)["params"]
+    run = jax.jit(lambda key: train_step._run_d(nets, params, img, raw, c, 0.0, key))
+    return [np.asarray(run(jax.random.key(i))) for i in (1, 2)]
+
+
+def test_d_label_noise_runs_in_training_phases():
+    """disc_c_noise > 0 draws D's label noise from the phase's keys (it once found no
+    'c_noise' stream and failed); each key gives its own draw, no noise ignores the key."""
+    base = _tiny()
+    np.testing.assert_array_equal(*_d_logits_two_keys(base, 0.0))
+    a, b = _d_logits_two_keys(base, 1.0)
+    assert np.abs(a - b).max() > 0.1 * np.abs(a).max()  # logits of a fresh D are ~1e-5

@@ -89,13 +89,15 @@ class DiscriminatorEpilogue(nn.Module):
 class DualDiscriminator(nn.Module):
     """image [B, R, R, 3], image_raw [B, r, r, 3], c [B, c_dim] -> logits [B, 1].
 
-    PRNG stream 'c_noise' only when disc_c_noise > 0.
+    PRNG stream 'c_noise' only when disc_c_noise > 0 and no `c_noise` is given.
     """
 
     cfg: DiscriminatorConfig = DiscriminatorConfig()
 
     @nn.compact
-    def __call__(self, image, image_raw, c):
+    def __call__(self, image, image_raw, c, *, c_noise=None):
+        """c_noise: None, or the standard-normal draw [B, c_dim] that disc_c_noise > 0 would
+        take from the 'c_noise' stream (EG3D: c += randn_like(c)·c.std(0)·disc_c_noise)."""
         cfg = self.cfg
         res = cfg.img_resolution
         if image.shape[1:] != (res, res, cfg.img_channels):
@@ -127,9 +129,15 @@ class DualDiscriminator(nn.Module):
                 raise ValueError(
                     f"c: expected shape [batch, {cfg.c_dim}], got {None if c is None else c.shape}"
                 )
+            if c_noise is not None and (cfg.disc_c_noise <= 0 or c_noise.shape != c.shape):
+                raise ValueError(
+                    f"c_noise {c_noise.shape}: needs disc_c_noise > 0 (got {cfg.disc_c_noise}) "
+                    f"and the shape of c {c.shape}"
+                )
             if cfg.disc_c_noise > 0:
-                noise = jax.random.normal(self.make_rng("c_noise"), c.shape)
-                c = c + noise * jnp.std(c, axis=0, ddof=1) * cfg.disc_c_noise
+                if c_noise is None:
+                    c_noise = jax.random.normal(self.make_rng("c_noise"), c.shape)
+                c = c + c_noise * jnp.std(c, axis=0, ddof=1) * cfg.disc_c_noise
             cmap = MappingNetwork(
                 z_dim=0,
                 c_dim=cfg.c_dim,

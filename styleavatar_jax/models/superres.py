@@ -47,7 +47,9 @@ class SuperResolution(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, rgb, x, ws, *, noise_mode: str = "none"):
+    def __call__(self, rgb, x, ws, *, noise_mode: str = "none", noise=None):
+        """noise: None, or the standard-normal maps noise_mode='random' draws, as
+        `noise_shapes(kind, B)` lays them out ({'block0': {'conv0': [B, r, r, 1], ...}, ...})."""
         if self.kind not in SR_SPECS:
             raise ValueError(
                 f"superresolution kind {self.kind!r}: expected one of {sorted(SR_SPECS)}"
@@ -71,7 +73,13 @@ class SuperResolution(nn.Module):
                 use_noise=self.use_noise,
                 dtype=self.dtype,
                 name=f"block{i}",
-            )(x, img, ws, noise_mode=noise_mode)
+            )(
+                x,
+                img,
+                ws,
+                noise_mode=noise_mode,
+                noise=None if noise is None else noise[f"block{i}"],
+            )
         return img
 
 
@@ -79,4 +87,13 @@ def sr_output_resolution(kind: str) -> int:
     return SR_SPECS[kind].img_resolution
 
 
-__all__ = ["EG3D_SR_KINDS", "SR_SPECS", "SuperResolution", "sr_output_resolution"]
+def noise_shapes(kind: str, batch: int) -> dict[str, dict[str, tuple[int, int, int, int]]]:
+    """The shapes of `SuperResolution(kind)`'s noise maps, in the `noise=` layout (EG3D draws
+    them in this order: block0.conv0, block0.conv1, block1.conv0, block1.conv1)."""
+    return {
+        f"block{i}": {conv: (batch, res, res, 1) for conv in ("conv0", "conv1")}
+        for i, (_, res, _) in enumerate(SR_SPECS[kind].blocks)
+    }
+
+
+__all__ = ["EG3D_SR_KINDS", "SR_SPECS", "SuperResolution", "noise_shapes", "sr_output_resolution"]

@@ -2,7 +2,8 @@
 
 Channels last: activations [B, H, W, C], images [B, H, W, img_channels]. Noise inputs come
 from the `noise` PRNG stream ('random'), the `buffers/noise_const` maps ('const') or nowhere
-('none').
+('none'). Under 'random' a caller may pass the draws instead (`noise=`: a layer's map
+[B, R, R, 1], a block's {layer name: map}), to replay given ones (e.g. EG3D's).
 """
 
 from __future__ import annotations
@@ -35,13 +36,22 @@ class SynthesisLayer(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, w, *, noise_mode: str = "random", gain: float = 1.0):
+    def __call__(self, x, w, *, noise_mode: str = "random", noise=None, gain: float = 1.0):
+        """noise: the standard-normal map [B, R, R, 1] that noise_mode='random' would draw
+        (None: draw it from the 'noise' stream); scaled by noise_strength here."""
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode={noise_mode!r}: expected one of {NOISE_MODES}")
         in_ch, k, res = x.shape[-1], self.kernel_size, self.resolution
+        if noise is not None:
+            want = (x.shape[0], res, res, 1)
+            if noise_mode != "random" or not self.use_noise or noise.shape != want:
+                raise ValueError(
+                    f"{self.name}: given noise {noise.shape} needs noise_mode='random' (got "
+                    f"{noise_mode!r}), use_noise=True (got {self.use_noise}) and shape {want}"
+                )
         styles = FullyConnected(in_ch, bias_init=1.0, name="affine")(w)
         weight = self.param("kernel", nn.initializers.normal(1.0), (k, k, in_ch, self.features))
-        noise = None
+        added = None  # noise · noise_strength, added after the convolution
         if self.use_noise:
             const = self.variable(
                 "buffers",
@@ -50,16 +60,16 @@ class SynthesisLayer(nn.Module):
             )
             strength = self.param("noise_strength", nn.initializers.zeros, ())
             if noise_mode == "random":
-                noise = (
-                    jax.random.normal(self.make_rng("noise"), (x.shape[0], res, res, 1)) * strength
-                )
+                if noise is None:
+                    noise = jax.random.normal(self.make_rng("noise"), (x.shape[0], res, res, 1))
+                added = noise * strength
             elif noise_mode == "const":
-                noise = (const.value * strength)[None, :, :, None]
+                added = (const.value * strength)[None, :, :, None]
         x = modulated_conv2d(
             x.astype(self.dtype),
             weight,
             styles,
-            noise=noise,
+            noise=added,
             up=self.up,
             padding=k // 2,
             resample_filter=setup_filter() if self.up > 1 else None,
@@ -114,8 +124,14 @@ class SynthesisBlock(nn.Module):
         return 1  # skip architecture: every block has a ToRGB
 
     @nn.compact
-    def __call__(self, x, img, ws, *, noise_mode: str = "random"):
+    def __call__(self, x, img, ws, *, noise_mode: str = "random", noise=None):
+        """noise: None, or {'conv0': [B, R, R, 1], 'conv1': ...} replacing the 'random' draws
+        (first block: 'conv1' only)."""
         batch = ws.shape[0]
+        names = ("conv1",) if self.in_channels == 0 else ("conv0", "conv1")
+        if noise is not None and set(noise) != set(names):
+            raise ValueError(f"{self.name}: noise for layers {sorted(noise)}, expected {names}")
+        given = noise or {}
         layer = dict(
             features=self.out_channels,
             resolution=self.resolution,
@@ -130,11 +146,17 @@ class SynthesisBlock(nn.Module):
                 (self.resolution, self.resolution, self.out_channels),
             )
             x = jnp.broadcast_to(jnp.asarray(const, self.dtype), (batch, *const.shape))
-            x = SynthesisLayer(**layer, name="conv1")(x, ws[:, 0], noise_mode=noise_mode)
+            x = SynthesisLayer(**layer, name="conv1")(
+                x, ws[:, 0], noise_mode=noise_mode, noise=given.get("conv1")
+            )
         else:
             up = 2 if self.up else 1
-            x = SynthesisLayer(**layer, up=up, name="conv0")(x, ws[:, 0], noise_mode=noise_mode)
-            x = SynthesisLayer(**layer, name="conv1")(x, ws[:, 1], noise_mode=noise_mode)
+            x = SynthesisLayer(**layer, up=up, name="conv0")(
+                x, ws[:, 0], noise_mode=noise_mode, noise=given.get("conv0")
+            )
+            x = SynthesisLayer(**layer, name="conv1")(
+                x, ws[:, 1], noise_mode=noise_mode, noise=given.get("conv1")
+            )
         if img is not None and self.up:
             img = upsample2d(img, setup_filter())
         y = ToRGB(self.img_channels, self.conv_clamp, self.dtype, name="torgb")(

@@ -50,8 +50,10 @@ class TrainConfig:
     lr_d: float = 0.002
     betas: tuple[float, float] = (0.0, 0.99)
     eps: float = 1e-8
-    g_reg_interval: int = 4  # density regularisation every N steps (lazy)
-    d_reg_interval: int = 16  # R1 every N steps (lazy)
+    # Lazy regularisation: a phase of its own every N steps (× N, Adam lr and β scaled by
+    # N/(N+1)); 0 = EG3D's None: with the main loss in one unscaled Adam step every step.
+    g_reg_interval: int = 4  # density regularisation
+    d_reg_interval: int = 16  # R1
     r1_gamma: float = 1.0
     density_reg: float = 0.25  # strength of the L1 density regulariser (0 = off)
     density_reg_points: int = 1000
@@ -87,11 +89,12 @@ class TrainConfig:
                 f"train.batch_size={self.batch_size}"
             )
         for name in ("g_reg_interval", "d_reg_interval"):
-            if getattr(self, name) < 1:  # 0 once meant "every step" and silently ran none
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(
-                    f"config.train.{name}={getattr(self, name)}: expected an interval ≥ 1 (1 = "
-                    "regularise every step, as a lazy step of its own); EG3D's non-lazy mode "
-                    "(main loss and regulariser in one Adam step) is not implemented"
+                    f"config.train.{name}={value!r}: expected an integer ≥ 0 (N ≥ 1: lazy, "
+                    "a regulariser step every N steps; 0: regularise every step within the "
+                    "main step, EG3D's reg_interval=None)"
                 )
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))  # hashable
 

@@ -11,6 +11,7 @@ import optax
 
 from styleavatar_jax.models.discriminator import DiscriminatorConfig, DualDiscriminator
 from styleavatar_jax.models.triplane import GeneratorConfig, TriPlaneGenerator, init_variables
+from styleavatar_jax.train import schedules
 from styleavatar_jax.train.config import TrainConfig
 from styleavatar_jax.train.pose_labels import PoseLabelConfig, label_dim
 
@@ -48,10 +49,10 @@ class Networks:
 
 
 def adam(lr: float, betas, eps: float, reg_interval: int) -> optax.GradientTransformation:
-    """torch.optim.Adam with StyleGAN2's lazy-regularisation scaling (training_loop.py:
-    mb_ratio = k/(k+1), lr·mb_ratio, β**mb_ratio) when reg_interval k > 0."""
-    ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
-    return optax.adam(lr * ratio, b1=betas[0] ** ratio, b2=betas[1] ** ratio, eps=eps)
+    """torch.optim.Adam with StyleGAN2's lazy-regularisation scaling (`schedules.lazy_adam`:
+    lr·k/(k+1), β**(k/(k+1)) for reg_interval k > 0; unscaled for 0, EG3D's None)."""
+    lr, (b1, b2) = schedules.lazy_adam(lr, betas, reg_interval)
+    return optax.adam(lr, b1=b1, b2=b2, eps=eps)
 
 
 def make_networks(g_cfg: GeneratorConfig, d_cfg: DiscriminatorConfig, train: TrainConfig,

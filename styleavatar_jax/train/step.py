@@ -1,9 +1,15 @@
-"""Pure train steps, EG3D's four phases (training/loss.py StyleGAN2Loss.accumulate_gradients):
+"""Pure train steps, EG3D's phases (training/loss.py StyleGAN2Loss.accumulate_gradients):
 
     Gmain  non-saturating loss of fakes           every step     (lr, β scaled for laziness)
     Greg   L1 density regularisation × interval  every g_reg_interval steps
     Dmain  logistic loss of fakes and reals      every step
     Dreg   R1 on real images × interval          every d_reg_interval steps
+
+An interval of 0 is EG3D's `reg_interval=None` (no lazy regularisation): one phase per
+step, Gboth (Gmain + Greg × 1) or Dboth (Dmain + Dreg × 1), whose summed gradient takes one
+Adam step with unscaled lr and β (training_loop.py). Its two parts draw their inputs from
+the Gmain/Greg (Dmain/Dreg) key streams (EG3D's Gboth reuses the main part's z and c: the
+same distribution).
 
 Each phase is a pure `(state, batch, key, schedule) -> (state, metrics)`; `Trainer` jits
 each phase once (per neural resolution) with explicit shardings and runs the phases of an
@@ -87,9 +93,10 @@ def _run_g(nets: Networks, g_vars, x, key, neural_res, update_emas=False):
     return out, updates["buffers"]
 
 
-def _run_d(nets: Networks, d_params, image, image_raw, c_d, sigma):
+def _run_d(nets: Networks, d_params, image, image_raw, c_d, sigma, key):
+    """D's logits of blurred images; key: D's label noise (used when disc_c_noise > 0)."""
     image = blur(image, sigma, nets.train.blur_init_sigma)
-    return nets.D.apply({"params": d_params}, image, image_raw, c_d)
+    return nets.D.apply({"params": d_params}, image, image_raw, c_d, rngs={"c_noise": key})
 
 
 def _micro(x, accum: int):
@@ -101,18 +108,20 @@ def accumulate(loss_fn, params, carry, inputs: dict, key, accum: int):
     """Sum of gradients over `accum` micro-batches of `inputs` (a dict of [B, ...]).
 
     loss_fn(params, carry, micro, key) -> (loss, (carry, metrics)); carry threads state
-    (G's buffers) through the micro-batches in order; key is fold_in(key, i) for
-    micro-batch i. Returns (grads, carry, metrics averaged over micro-batches).
+    (G's buffers) through the micro-batches in order; key (a key or a pytree of keys) is
+    fold_in(key, i) for micro-batch i. Returns (grads, carry, metrics averaged over
+    micro-batches).
     """
     grad_fn = jax.grad(loss_fn, has_aux=True)  # losses are divided by A: the sum is the mean
+    fold = lambda i: jax.tree.map(lambda k: jax.random.fold_in(k, i), key)
     if accum == 1:
-        grads, (carry, metrics) = grad_fn(params, carry, inputs, jax.random.fold_in(key, 0))
+        grads, (carry, metrics) = grad_fn(params, carry, inputs, fold(0))
         return grads, carry, metrics
 
     def body(acc, xs):
         grads, carry = acc
         i, micro = xs
-        g, (carry, metrics) = grad_fn(params, carry, micro, jax.random.fold_in(key, i))
+        g, (carry, metrics) = grad_fn(params, carry, micro, fold(i))
         return (jax.tree.map(jnp.add, grads, g), carry), metrics
 
     zeros = jax.tree.map(jnp.zeros_like, params)
@@ -126,8 +135,44 @@ def _apply(tx, params, opt_state, grads):
     return optax.apply_updates(params, updates), opt_state
 
 
-def g_main(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
-    """Gmain: softplus(−D(G(z, c))) with swapped pose conditioning."""
+def _combined(parts):
+    """Loss parts [(inputs, loss_fn, key)] -> one part whose loss is their sum (metrics
+    merged; carry threaded through the parts in order)."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def loss_fn(params, carry, mb, key):
+        total, metrics = 0.0, {}
+        for (_, fn, _), x, k in zip(parts, mb, key, strict=True):
+            loss, (carry, m) = fn(params, carry, x, k)
+            total, metrics = total + loss, {**metrics, **m}
+        return total, (carry, metrics)
+
+    return tuple(p[0] for p in parts), loss_fn, tuple(p[2] for p in parts)
+
+
+def _update_g(nets: Networks, state: TrainState, parts):
+    """One Adam step of G on the summed gradient of the loss parts -> (state, metrics)."""
+    x, loss_fn, key = _combined(parts)
+    grads, _, metrics = accumulate(loss_fn, state.g["params"], None, x, key,
+                                   nets.train.accum_steps)  # fmt: skip
+    params, opt = _apply(nets.g_tx, state.g["params"], state.g_opt, grads)
+    return state.replace(g={**state.g, "params": params}, g_opt=opt), metrics
+
+
+def _update_d(nets: Networks, state: TrainState, parts):
+    """One Adam step of D on the summed gradient of the loss parts; G's buffers (w_avg,
+    which the fakes of Dmain update) are threaded through -> (state, metrics)."""
+    x, loss_fn, key = _combined(parts)
+    grads, buffers, metrics = accumulate(loss_fn, state.d["params"], state.g["buffers"], x, key,
+                                         nets.train.accum_steps)  # fmt: skip
+    params, opt = _apply(nets.d_tx, state.d["params"], state.d_opt, grads)
+    state = state.replace(d={"params": params}, d_opt=opt, g={**state.g, "buffers": buffers})
+    return state, metrics
+
+
+def _g_main_part(nets: Networks, state: TrainState, batch, key, sched, neural_res: int):
+    """Gmain's (inputs, loss_fn, key): softplus(−D(G(z, c))) with swapped pose conditioning."""
     k_z, k_perm, k_swap, k_label, k_accum, _, _, _ = _keys(key, "Gmain")
     a = nets.train.accum_steps
     x = _fakes(nets, k_z, k_perm, k_swap, batch["label"], sched)
@@ -136,21 +181,19 @@ def g_main(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: 
     def loss_fn(params, carry, mb, key):
         out, _ = _run_g(nets, {**state.g, "params": params}, mb, key, neural_res)
         logits = _run_d(nets, state.d["params"], out["image"], out["image_raw"], mb["c_d"],
-                        sched["blur_sigma"])  # fmt: skip
+                        sched["blur_sigma"], jax.random.fold_in(key, 1))  # fmt: skip
         loss = jnp.mean(losses.g_nonsat_loss(logits))
         return loss / a, (carry, {"G/loss": loss, "G/fake_score": jnp.mean(logits)})
 
-    grads, _, metrics = accumulate(loss_fn, state.g["params"], None, x, k_accum, a)
-    params, opt = _apply(nets.g_tx, state.g["params"], state.g_opt, grads)
-    return state.replace(g={**state.g, "params": params}, g_opt=opt), metrics
+    return x, loss_fn, k_accum
 
 
-def g_reg(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
-    """Greg: L1 between σ at random points and at slightly perturbed points, × interval."""
+def _g_reg_part(nets: Networks, state: TrainState, batch, key, sched, gain: float):
+    """Greg's (inputs, loss_fn, key): L1 between σ at random points and at slightly
+    perturbed points, × gain."""
     k_z, k_perm, k_swap, k_points, k_accum, _, _, _ = _keys(key, "Greg")
     t = nets.train
     a = t.accum_steps
-    gain = max(t.g_reg_interval, 1)
     x = _fakes(nets, k_z, k_perm, k_swap, batch["label"], sched, losses.swap_conditioning_batch)
     initial, perturbed = losses.density_reg_points(k_points, x["z"].shape[0],
                                                    t.density_reg_points,
@@ -167,13 +210,12 @@ def g_reg(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: i
         reg = losses.density_l1(sigma[:, :n], sigma[:, n:], t.density_reg)
         return reg * gain / a, (carry, {"G/density_reg": reg})
 
-    grads, _, metrics = accumulate(loss_fn, state.g["params"], None, x, k_accum, a)
-    params, opt = _apply(nets.g_tx, state.g["params"], state.g_opt, grads)
-    return state.replace(g={**state.g, "params": params}, g_opt=opt), metrics
+    return x, loss_fn, k_accum
 
 
-def d_main(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
-    """Dmain: softplus(D(fake)) + softplus(−D(real)); the fake pass updates G's w_avg."""
+def _d_main_part(nets: Networks, state: TrainState, batch, key, sched, neural_res: int):
+    """Dmain's (inputs, loss_fn, key): softplus(D(fake)) + softplus(−D(real)); the fake
+    pass updates G's w_avg (the carry)."""
     k_z, k_perm, k_swap, k_fake_label, k_accum, _, k_real_label, _ = _keys(key, "Dmain")
     a = nets.train.accum_steps
     sigma = sched["blur_sigma"]
@@ -187,39 +229,71 @@ def d_main(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: 
                                update_emas=True)  # fmt: skip
         fake = jax.lax.stop_gradient(fake)
         real, real_raw = real_images(mb["real"], neural_res, sigma, nets.train.blur_init_sigma)
-        logits_fake = _run_d(nets, params, fake["image"], fake["image_raw"], mb["c_fake"], sigma)
-        logits_real = _run_d(nets, params, real, real_raw, mb["c_real"], sigma)
+        logits_fake = _run_d(nets, params, fake["image"], fake["image_raw"], mb["c_fake"], sigma,
+                             jax.random.fold_in(key, 1))  # fmt: skip
+        logits_real = _run_d(nets, params, real, real_raw, mb["c_real"], sigma,
+                             jax.random.fold_in(key, 2))  # fmt: skip
         loss = jnp.mean(losses.d_logistic_loss(logits_real, logits_fake))
         metrics = {"D/loss": loss, "D/fake_score": jnp.mean(logits_fake),
                    "D/real_score": jnp.mean(logits_real)}  # fmt: skip
         return loss / a, (buffers, metrics)
 
-    grads, buffers, metrics = accumulate(loss_fn, state.d["params"], state.g["buffers"], x,
-                                         k_accum, a)  # fmt: skip
-    params, opt = _apply(nets.d_tx, state.d["params"], state.d_opt, grads)
-    state = state.replace(d={"params": params}, d_opt=opt, g={**state.g, "buffers": buffers})
-    return state, metrics
+    return x, loss_fn, k_accum
 
 
-def d_reg(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
-    """Dreg: R1 (γ/2 · |∇D(real)|² over both images) × interval."""
+def _d_reg_part(nets: Networks, batch, key, sched, neural_res: int, gain: float):
+    """Dreg's (inputs, loss_fn, key): R1 (γ/2 · |∇D(real)|² over both images) × gain."""
     k_real_label, _, _, _, k_accum, _, _, _ = _keys(key, "Dreg")
     t = nets.train
     a = t.accum_steps
-    gain = max(t.d_reg_interval, 1)
     sigma = sched["blur_sigma"]
     x = {"real": batch["image"],
          "c_real": discriminator_label(batch["label"], k_real_label, nets.pose)}  # fmt: skip
 
     def loss_fn(params, carry, mb, key):
         real, real_raw = real_images(mb["real"], neural_res, sigma, t.blur_init_sigma)
-        d_fn = lambda img, raw: _run_d(nets, params, img, raw, mb["c_real"], sigma)
+        d_fn = lambda img, raw: _run_d(nets, params, img, raw, mb["c_real"], sigma,
+                                       jax.random.fold_in(key, 2))  # fmt: skip
         penalty = jnp.mean(losses.r1_penalty(d_fn, real, real_raw))
         return penalty * (t.r1_gamma / 2) * gain / a, (carry, {"D/r1_penalty": penalty})
 
-    grads, _, metrics = accumulate(loss_fn, state.d["params"], None, x, k_accum, a)
-    params, opt = _apply(nets.d_tx, state.d["params"], state.d_opt, grads)
-    return state.replace(d={"params": params}, d_opt=opt), metrics
+    return x, loss_fn, k_accum
+
+
+def g_main(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
+    """Gmain: softplus(−D(G(z, c))) with swapped pose conditioning."""
+    return _update_g(nets, state, [_g_main_part(nets, state, batch, key, sched, neural_res)])
+
+
+def g_reg(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
+    """Greg: L1 between σ at random points and at slightly perturbed points, × interval."""
+    gain = max(nets.train.g_reg_interval, 1)
+    return _update_g(nets, state, [_g_reg_part(nets, state, batch, key, sched, gain)])
+
+
+def g_both(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
+    """Gboth (g_reg_interval 0): Gmain + Greg × 1 in one Adam step."""
+    parts = [_g_main_part(nets, state, batch, key, sched, neural_res),
+             _g_reg_part(nets, state, batch, key, sched, 1.0)]  # fmt: skip
+    return _update_g(nets, state, parts)
+
+
+def d_main(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
+    """Dmain: softplus(D(fake)) + softplus(−D(real)); the fake pass updates G's w_avg."""
+    return _update_d(nets, state, [_d_main_part(nets, state, batch, key, sched, neural_res)])
+
+
+def d_reg(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
+    """Dreg: R1 (γ/2 · |∇D(real)|² over both images) × interval."""
+    gain = max(nets.train.d_reg_interval, 1)
+    return _update_d(nets, state, [_d_reg_part(nets, batch, key, sched, neural_res, gain)])
+
+
+def d_both(nets: Networks, state: TrainState, batch, key, sched, *, neural_res: int):
+    """Dboth (d_reg_interval 0): Dmain + Dreg × 1 in one Adam step."""
+    parts = [_d_main_part(nets, state, batch, key, sched, neural_res),
+             _d_reg_part(nets, batch, key, sched, neural_res, 1.0)]  # fmt: skip
+    return _update_d(nets, state, parts)
 
 
 def finish_step(nets: Networks, state: TrainState, batch_size: int):
@@ -231,18 +305,26 @@ def finish_step(nets: Networks, state: TrainState, batch_size: int):
     return state.replace(g_ema=g_ema, step=state.step + 1, nimg=state.nimg + batch_size)
 
 
-PHASES = {"Gmain": g_main, "Greg": g_reg, "Dmain": d_main, "Dreg": d_reg}
+PHASES = {"Gmain": g_main, "Greg": g_reg, "Gboth": g_both,
+          "Dmain": d_main, "Dreg": d_reg, "Dboth": d_both}  # fmt: skip
+
+
+def _net_phases(name: str, interval: int, regularised: bool, step: int) -> tuple[str, ...]:
+    """One network's phases at `step`: EG3D training_loop.py (a lazy reg phase runs when
+    step % interval == 0; interval 0 = None: '<name>both', which is '<name>main' when the
+    regulariser is off, as loss.py maps it)."""
+    if not regularised:
+        return (f"{name}main",)
+    if interval == 0:
+        return (f"{name}both",)
+    return (f"{name}main", f"{name}reg") if step % interval == 0 else (f"{name}main",)
 
 
 def phases_at(train, step: int) -> tuple[str, ...]:
-    """Phases run at iteration `step` (EG3D: a reg phase runs when step % interval == 0)."""
-    out = ["Gmain"]
-    if train.density_reg > 0 and step % train.g_reg_interval == 0:
-        out.append("Greg")
-    out.append("Dmain")
-    if train.r1_gamma > 0 and step % train.d_reg_interval == 0:
-        out.append("Dreg")
-    return tuple(out)
+    """Phases run at iteration `step`, G's then D's."""
+    g = _net_phases("G", train.g_reg_interval, train.density_reg > 0, step)
+    d = _net_phases("D", train.d_reg_interval, train.r1_gamma > 0, step)
+    return g + d
 
 
 def schedule_at(train, nimg: int) -> tuple[dict, int]:
@@ -264,7 +346,7 @@ def _phase(nets, state, batch, key, sched, *, phase, neural_res):
 
 
 def phase_fn(nets: Networks, mesh: Mesh | None, phase: str, neural_res: int):
-    """The jitted `phase` ('Gmain', 'Greg', 'Dmain', 'Dreg' or 'finish'): fn(state, batch,
+    """The jitted `phase` (a name of PHASES, or 'finish'): fn(state, batch,
     key, sched) -> (state, metrics), the state donated (compiled by `programs.Programs`)."""
     kw = {}
     if mesh is not None:
@@ -277,7 +359,7 @@ def phase_fn(nets: Networks, mesh: Mesh | None, phase: str, neural_res: int):
 def phases_between(train, first_step: int, last_step: int) -> tuple[str, ...]:
     """The phases `phases_at` runs at any step in [first_step, last_step] (one period of the
     lazy intervals is enough), in EG3D's order."""
-    period = math.lcm(train.g_reg_interval, train.d_reg_interval)
+    period = math.lcm(max(train.g_reg_interval, 1), max(train.d_reg_interval, 1))
     steps = range(first_step, min(last_step, first_step + period - 1) + 1)
     used = {p for step in steps for p in phases_at(train, step)}
     return tuple(p for p in PHASES if p in used)
