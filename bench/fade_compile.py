@@ -30,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _dataset(path: Path) -> Path:
+def random_dataset(path: Path) -> Path:
+    """32 random smooth 64² images with valid 360° cameras -> the dataset folder."""
     import numpy as np
 
     from styleavatar_jax import cameras
@@ -102,7 +103,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = _dataset(tmp / "data" / "ds")
+        data = random_dataset(tmp / "data" / "ds")
         cache = tmp / "xla_cache"
         plan = [("on_demand", None), ("ahead", None), ("cache_cold", cache), ("cache_warm", cache)]
         for i, (mode, cache_dir) in enumerate(plan):
