@@ -115,7 +115,7 @@ def test_run_dir_mode_follows_umask(tmp_path):
     out = checkpoint.write_new_run_dir(tmp_path / "run", load_config_file(TINY), nets)
     mask = os.umask(0)
     os.umask(mask)
-    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o777 & ~mask  # out: an epath.Path
 
 
 def test_dataset_resolution_hint():

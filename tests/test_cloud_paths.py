@@ -3,7 +3,9 @@
 tensorstore, under orbax, through TENSORSTORE_GCS_HTTP_URL). Training there, killed and
 resumed, equals an uninterrupted local run bit for bit."""
 
+import gc
 import io
+import logging
 import os
 import signal
 import socket
@@ -42,6 +44,11 @@ def gcs():
     google-cloud-storage and tensorstore at it for the module."""
     from gcp_storage_emulator.server import create_server
 
+    _send_generations()
+    # Expected misses (a checkpoint step being created) and gcsfs's note that the emulator
+    # has no credentials to ask a bucket's type with: not failures.
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)
+    logging.getLogger("gcsfs").setLevel(logging.ERROR)
     port = _free_port()
     server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
     server.start()
@@ -53,9 +60,35 @@ def gcs():
     try:
         yield f"gs://{BUCKET}"
     finally:
+        gc.collect()  # TensorBoard's GCS writers upload once more when collected: not after stop
         server.stop()
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def _send_generations() -> None:
+    """Make the emulator's media downloads carry `x-goog-generation`, as GCS's do: tensorstore
+    reads an object's generation from it (OCDBT's manifest), and gcp-storage-emulator
+    2026.7.19 leaves it out ("Malformed StorageGeneration" without it)."""
+    from gcp_storage_emulator import server
+    from gcp_storage_emulator.handlers import objects
+
+    original = getattr(objects.download, "original", objects.download)
+
+    def download(request, response, storage, *args, **kwargs):
+        try:
+            obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+            response["x-goog-generation"] = str(obj["generation"])
+        except Exception:  # a missing object: download answers 404 itself
+            pass
+        original(request, response, storage, *args, **kwargs)
+
+    download.original = original
+    objects.download = download  # objects.get(alt=media) calls it by this name
+    for _, methods in server.HANDLERS:
+        for method, handler in methods.items():
+            if getattr(handler, "original", handler) is original:
+                methods[method] = download
 
 
 def _upload_tree(local, url):
