@@ -1,23 +1,46 @@
 """StyleGAN2 synthesis network (skip architecture), EG3D's `networks_stylegan2.py`.
 
 Channels last: activations [B, H, W, C], images [B, H, W, img_channels]. Noise inputs come
-from the `noise` PRNG stream ('random'), the `buffers/noise_const` maps ('const') or nowhere
-('none').
+from the `noise` PRNG stream ('random'), the `buffers/noise_const` maps ('const'), the
+`noise_inputs` collection ('given': the values 'random' would draw, made outside by
+`draw_noise`, or EG3D's recorded ones) or nowhere ('none').
 """
 
 from __future__ import annotations
 
 import math
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.core.scope import LazyRng
 
 from styleavatar_jax.nn.layers import FullyConnected, bias_act, modulated_conv2d
 from styleavatar_jax.nn.resample import setup_filter, upsample2d
 
-NOISE_MODES = ("random", "const", "none")
+NOISE_MODES = ("random", "const", "given", "none")
+NOISE_INPUTS = "noise_inputs"  # collection of 'given' noise: {layer path: {'noise': [B, R, R, 1]}}
+
+
+def draw_noise(key: jax.Array, buffers, batch: int, prefixes: tuple[str, ...]) -> dict:
+    """The noise noise_mode='random' draws with rngs={'noise': key}, as a `noise_inputs`
+    collection: for every layer under one of `prefixes` (top-level module names, e.g.
+    'backbone') that has a `noise_const` buffer [R, R], normal [batch, R, R, 1].
+
+    A layer's 'random' noise is normal(make_rng('noise')), and Flax derives that key from
+    the root key, the layer's path and the layer's first draw (count 1); `LazyRng` is how
+    Flax does it, so these are the same numbers (tests/test_models.py pins it).
+    """
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(buffers))
+    out = {}
+    for path, const in flat.items():
+        if path[-1] != "noise_const" or path[0] not in prefixes:
+            continue
+        layer_key = LazyRng.create(key, *path[:-1], 1).as_jax_rng()
+        out[(*path[:-1], "noise")] = jax.random.normal(layer_key, (batch, *const.shape, 1))
+    return flax.traverse_util.unflatten_dict(out)
 
 
 class SynthesisLayer(nn.Module):
@@ -53,6 +76,12 @@ class SynthesisLayer(nn.Module):
                 noise = (
                     jax.random.normal(self.make_rng("noise"), (x.shape[0], res, res, 1)) * strength
                 )
+            elif noise_mode == "given":
+                given = self.get_variable(NOISE_INPUTS, "noise")
+                if given is None:
+                    raise ValueError(f"{'/'.join(self.scope.path)}: noise_mode='given' needs "
+                                     f"the '{NOISE_INPUTS}' collection (draw_noise)")  # fmt: skip
+                noise = given * strength
             elif noise_mode == "const":
                 noise = (const.value * strength)[None, :, :, None]
         x = modulated_conv2d(
