@@ -19,8 +19,11 @@ from styleavatar_jax.typed_config import load_config_file
 # Float32 on XLA:CPU: GSPMD's cross-device sums (the gradient all-reduce, minibatch-std,
 # the batch means) add in another order than one device does, so two steps agree to
 # float rounding amplified by two Adam updates (measured max |Δ| ≈ 1e-6 on weights of
-# size ~1e-1; 2e-4 relative bounds it with margin and still catches any wrong row/shard).
-RTOL, ATOL = 2e-4, 2e-5
+# size ~1e-1). Adam normalises each element's step, so an element whose gradient sits at
+# float-noise level moves by a noise-dependent fraction of lr: since R1 is taken w.r.t.
+# the blurred image (as EG3D, issue 15) one element of 8192 measured 3.7e-4 relative
+# (5.6e-5 absolute). 5e-4 relative bounds it and still catches any wrong row/shard.
+RTOL, ATOL = 5e-4, 2e-5
 
 
 @pytest.fixture(scope="module", autouse=True)
