@@ -127,7 +127,8 @@ def main(argv=None) -> int:
     print("\nstate after our own iteration (our gradients; information only):")
     for group, (ratio, key) in sorted(eg3d_parity.summary(own).items()):
         print(f"{group:20s} {ratio:13.3f}  {key}")
-    ranked = sorted(rows, key=lambda r: r[1] / r[2] if r[2] > 0 else np.inf * (r[1] > 0))
+    ratio = lambda r: r[1] / r[2] if r[2] > 0 else (np.inf if r[1] > 0 else 0.0)
+    ranked = sorted(rows, key=ratio)
     print(f"\nworst {args.top} of {len(rows)} tensors (max |Δ|, tolerance):")
     for key, err, tol in ranked[::-1][: args.top]:
         print(f"  {key:70s} {err:10.3e} {tol:10.3e}")

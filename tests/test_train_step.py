@@ -20,10 +20,11 @@ from styleavatar_jax.typed_config import load_config_file
 # the batch means) add in another order than one device does, so two steps agree to
 # float rounding amplified by two Adam updates (measured max |Δ| ≈ 1e-6 on weights of
 # size ~1e-1). Adam normalises each element's step, so an element whose gradient sits at
-# float-noise level moves by a noise-dependent fraction of lr: since R1 is taken w.r.t.
-# the blurred image (as EG3D, issue 15) one element of 8192 measured 3.7e-4 relative
-# (5.6e-5 absolute). 5e-4 relative bounds it and still catches any wrong row/shard.
-RTOL, ATOL = 5e-4, 2e-5
+# float-noise level moves by a noise-dependent fraction of its step (lr·k/(k+1) = 1.25e-3
+# here): since R1 is taken w.r.t. the blurred image (as EG3D, issue 15) single elements of
+# 8192 measured 5.6e-5 and 5.0e-5 absolute. ATOL 1e-4 (8% of a step) bounds them; rows or
+# shards mixed up would move whole tensors and the losses.
+RTOL, ATOL = 2e-4, 1e-4
 
 
 @pytest.fixture(scope="module", autouse=True)
