@@ -102,6 +102,7 @@ class EG3DTraining:
     deviations: list[str]  # our config fields EG3D could not express (strict=False)
     cur_nimg: int = 0
     batch_idx: int = 0
+    settings: dict = dataclasses.field(default_factory=dict)  # the loss/optimizer settings
 
 
 def eg3d_deviations(g_cfg: GeneratorConfig, d_cfg: DiscriminatorConfig) -> list[str]:
@@ -180,11 +181,79 @@ def build_eg3d_training(
     deviations = eg3d_deviations(g_cfg, d_cfg)
     if g_cfg.sr_kind not in EG3D_SR_KINDS or (strict and deviations):
         raise ValueError("EG3D cannot build this architecture:\n  " + "\n  ".join(deviations))
+    # Networks (fp32). G and D are built with the 25-d camera label.
+    g_cfg = dataclasses.replace(g_cfg, c_dim=LABEL_DIM)
+    pose_cond = not g_cfg.c_gen_conditioning_zero
+    g_kwargs = eg3d_kwargs(g_cfg, sr_fp16=False)
+    rk = g_kwargs["rendering_kwargs"]
+    rk.update(
+        density_reg=density_reg,
+        gpc_reg_prob=gpc_reg_prob if pose_cond else None,
+        white_back=g_cfg.render.white_back,
+    )
+    if g_cfg.render.ray_start is None:  # our None = EG3D's 'auto'
+        rk.update(ray_start="auto", ray_end="auto")
+    t = build_eg3d_training_from_kwargs(
+        src,
+        g_kwargs,
+        _d_kwargs(d_cfg),
+        neural_res=neural_res,
+        batch=batch,
+        device=device,
+        r1_gamma=r1_gamma,
+        g_reg_interval=g_reg_interval,
+        d_reg_interval=d_reg_interval,
+        blur_sigma=blur_sigma,
+        gpc_reg_prob=gpc_reg_prob if pose_cond else None,
+        lr_g=lr_g,
+        lr_d=lr_d,
+        batch_gpu=batch_gpu,
+        start_nimg=start_nimg,
+        seed=seed,
+    )
+    t.deviations = deviations
+    if deviations:
+        warnings.warn(
+            "EG3D built its own fixed architecture: " + "; ".join(deviations), stacklevel=2
+        )
+    return t
+
+
+def build_eg3d_training_from_kwargs(
+    src: str,
+    g_kwargs: dict,
+    d_kwargs: dict,
+    *,
+    neural_res: int,
+    batch: int,
+    device: str = "cpu",
+    states: dict[str, dict[str, np.ndarray]] | None = None,
+    r1_gamma: float = 1.0,
+    g_reg_interval: int | None = 4,
+    d_reg_interval: int | None = 16,
+    blur_sigma: float = 0.0,
+    blur_fade_kimg: float | None = None,
+    gpc_reg_prob: float | None = 0.5,
+    gpc_reg_fade_kimg: float = 1000,
+    lr_g: float = 0.0025,
+    lr_d: float = 0.002,
+    batch_gpu: int | None = None,
+    start_nimg: int = 0,
+    seed: int = 0,
+    ema_kimg: float | None = None,
+    ema_rampup: float | None = 0.05,
+) -> EG3DTraining:
+    """EG3D's training objects from its own constructor kwargs (a snapshot's init_kwargs),
+    as training_loop.py sets them up (module docstring). states: optional state dicts
+    {'G', 'G_ema', 'D': {name: array}} loaded into the networks (G_ema defaults to G's), as
+    training_loop.py's resume does. density_reg and its kind come from G's rendering_kwargs;
+    blur_fade_kimg and ema_kimg default to train.py's batch·200/32 and batch·10/32."""
     batch_gpu = batch_gpu or batch
     if batch % batch_gpu:
         raise ValueError(f"batch={batch} must be a multiple of batch_gpu={batch_gpu}")
-    if d_cfg.mbstd_group_size and batch_gpu < d_cfg.mbstd_group_size:  # train.py's check
-        raise ValueError(f"batch_gpu={batch_gpu} < mbstd_group_size={d_cfg.mbstd_group_size}")
+    mbstd = d_kwargs.get("epilogue_kwargs", {}).get("mbstd_group_size", 4)
+    if mbstd and batch_gpu < mbstd:  # train.py's check
+        raise ValueError(f"batch_gpu={batch_gpu} < mbstd_group_size={mbstd}")
 
     dev_type = device.split(":")[0]
     torch, EG3DGenerator, ops = load_eg3d(src, dev_type)
@@ -204,23 +273,22 @@ def build_eg3d_training(
     conv2d_gradfix.enabled = True
     grid_sample_gradfix.enabled = False
 
-    # Networks (fp32). G and D are built with the 25-d camera label.
-    g_cfg = dataclasses.replace(g_cfg, c_dim=LABEL_DIM)
-    pose_cond = not g_cfg.c_gen_conditioning_zero
-    g_kwargs = eg3d_kwargs(g_cfg, sr_fp16=False)
-    rk = g_kwargs["rendering_kwargs"]
-    rk.update(
-        density_reg=density_reg,
-        gpc_reg_prob=gpc_reg_prob if pose_cond else None,
-        white_back=g_cfg.render.white_back,
-    )
-    if g_cfg.render.ray_start is None:  # our None = EG3D's 'auto'
-        rk.update(ray_start="auto", ray_end="auto")
-    G = EG3DGenerator(**g_kwargs).train().requires_grad_(False).to(dev)
-    label_std = random_labels(1024, np.random.default_rng(seed)).std(0)
-    G.register_buffer("dataset_label_std", torch.tensor(label_std).to(dev))
-    D = DualDiscriminator(**_d_kwargs(d_cfg)).train().requires_grad_(False).to(dev)
+    states = states or {}
+    G = EG3DGenerator(**copy.deepcopy(g_kwargs)).train().requires_grad_(False).to(dev)
+    if "dataset_label_std" in states.get("G", {}):
+        label_std = states["G"]["dataset_label_std"]
+    else:
+        label_std = random_labels(1024, np.random.default_rng(seed)).std(0)
+    G.register_buffer("dataset_label_std", torch.tensor(np.asarray(label_std)).to(dev))
+    D = DualDiscriminator(**copy.deepcopy(d_kwargs)).train().requires_grad_(False).to(dev)
+    to_torch = lambda sd: {k: torch.from_numpy(np.array(v)).to(dev) for k, v in sd.items()}  # noqa: E731
+    if "G" in states:
+        G.load_state_dict(to_torch(states["G"]))
+    if "D" in states:
+        D.load_state_dict(to_torch(states["D"]))
     G_ema = copy.deepcopy(G).eval()
+    if "G_ema" in states:
+        G_ema.load_state_dict(to_torch(states["G_ema"]))
 
     loss = StyleGAN2Loss(
         device=dev,
@@ -230,9 +298,9 @@ def build_eg3d_training(
         r1_gamma=r1_gamma,
         style_mixing_prob=0,
         blur_init_sigma=blur_sigma,
-        blur_fade_kimg=batch * 200 / 32,
-        gpc_reg_prob=gpc_reg_prob if pose_cond else None,
-        gpc_reg_fade_kimg=1000,
+        blur_fade_kimg=batch * 200 / 32 if blur_fade_kimg is None else blur_fade_kimg,
+        gpc_reg_prob=gpc_reg_prob,
+        gpc_reg_fade_kimg=gpc_reg_fade_kimg,
         dual_discrimination=True,
         neural_rendering_resolution_initial=neural_res,
         neural_rendering_resolution_final=None,
@@ -241,6 +309,7 @@ def build_eg3d_training(
     )
 
     # training_loop.py: lazy regularisation scales lr and betas by k/(k+1).
+    density_reg = G.rendering_kwargs.get("density_reg", 0)
     g_interval = g_reg_interval if density_reg > 0 and g_reg_interval else None
     d_interval = d_reg_interval or None
     phases = []
@@ -261,10 +330,25 @@ def build_eg3d_training(
             phases.append(
                 SimpleNamespace(name=name + "reg", module=module, opt=opt, interval=reg_interval)
             )
-    if deviations:
-        warnings.warn(
-            "EG3D built its own fixed architecture: " + "; ".join(deviations), stacklevel=2
-        )
+    ema_kimg = batch * 10 / 32 if ema_kimg is None else ema_kimg  # train.py
+    settings = dict(
+        batch=batch,
+        neural_res=neural_res,
+        cur_nimg=start_nimg,
+        r1_gamma=r1_gamma,
+        density_reg=float(density_reg),
+        density_reg_p_dist=float(G.rendering_kwargs.get("density_reg_p_dist", 0.004)),
+        g_reg_interval=g_interval,
+        d_reg_interval=d_interval,
+        blur_init_sigma=blur_sigma,
+        blur_fade_kimg=loss.blur_fade_kimg,
+        gpc_reg_prob=gpc_reg_prob,
+        gpc_reg_fade_kimg=gpc_reg_fade_kimg,
+        lr_g=lr_g,
+        lr_d=lr_d,
+        ema_kimg=ema_kimg,
+        ema_rampup=ema_rampup,
+    )
     return EG3DTraining(
         torch=torch,
         device=dev,
@@ -277,11 +361,12 @@ def build_eg3d_training(
         batch=batch,
         batch_gpu=batch_gpu,
         neural_res=neural_res,
-        ema_kimg=batch * 10 / 32,  # train.py
-        ema_rampup=0.05,  # training_loop.py default (train.py disables it only on resume)
+        ema_kimg=ema_kimg,
+        ema_rampup=ema_rampup,  # training_loop.py default (train.py: None on resume)
         ops=ops,
-        deviations=deviations,
+        deviations=[],
         cur_nimg=start_nimg,
+        settings=settings,
     )
 
 
@@ -295,12 +380,16 @@ def _selected(t: EG3DTraining, phases: tuple[str, ...]) -> list:
     return [ph for ph in t.phases if ph.name in want]
 
 
-def eg3d_train_iteration(t: EG3DTraining, phases: tuple[str, ...], real_img, real_c, gen_z, gen_c):
+def eg3d_train_iteration(
+    t: EG3DTraining, phases: tuple[str, ...], real_img, real_c, gen_z, gen_c, hooks=None
+):
     """One iteration of training_loop.py's loop body over the given phases, then G_ema.
 
     real_img [batch, 3, R, R] float in [-1, 1] (already /127.5 - 1), real_c [batch, 25];
     gen_z [batch, z_dim] / gen_c [batch, 25], or sequences of such, one per entry of
     t.phases (training_loop.py draws fresh z and c for each phase). All on t.device.
+    hooks: optional object with before_phase(name) and after_phase(name, module) (called
+    once the phase's gradients are accumulated, before nan_to_num and the optimizer step).
     """
     torch = t.torch
     run = {ph.name for ph in _selected(t, phases)}
@@ -312,6 +401,8 @@ def eg3d_train_iteration(t: EG3DTraining, phases: tuple[str, ...], real_img, rea
         z = gen_z[i] if isinstance(gen_z, (list, tuple)) else gen_z
         c = gen_c[i] if isinstance(gen_c, (list, tuple)) else gen_c
         # Accumulate gradients.
+        if hooks is not None:
+            hooks.before_phase(phase.name)
         phase.opt.zero_grad(set_to_none=True)
         phase.module.requires_grad_(True)
         for ri, rc, gz, gc in zip(
@@ -327,6 +418,8 @@ def eg3d_train_iteration(t: EG3DTraining, phases: tuple[str, ...], real_img, rea
                 cur_nimg=t.cur_nimg,
             )
         phase.module.requires_grad_(False)
+        if hooks is not None:
+            hooks.after_phase(phase.name, phase.module)
         # Update weights (single GPU: no all_reduce).
         params = [p for p in phase.module.parameters() if p.numel() > 0 and p.grad is not None]
         if len(params) > 0:

@@ -13,8 +13,8 @@ from styleavatar_jax import typed_config
 from styleavatar_jax.convert import eg3d
 from styleavatar_jax.models.mapping import MappingNetwork
 from styleavatar_jax.models.superres import SR_SPECS, SuperResolution
-from styleavatar_jax.models.synthesis import SynthesisNetwork
-from styleavatar_jax.models.triplane import GeneratorConfig, TriPlaneGenerator
+from styleavatar_jax.models.synthesis import NOISE_INPUTS, SynthesisNetwork, draw_noise
+from styleavatar_jax.models.triplane import GeneratorConfig, TriPlaneGenerator, init_variables
 from styleavatar_jax.typed_config import load_config_file
 
 from .conftest import FIXTURES
@@ -78,6 +78,26 @@ def test_noise_modes():
     assert not np.allclose(run("const"), run("none"))
     with pytest.raises(ValueError, match="noise_mode='loud'"):
         run("loud")
+    with pytest.raises(ValueError, match="noise_inputs"):
+        run("given")
+
+
+def test_given_noise_is_what_random_draws():
+    """draw_noise(key) reproduces Flax's per-layer keys of noise_mode='random' exactly, so
+    the train step's draws (made apart from the computation) kept their values."""
+    G = TriPlaneGenerator(
+        typed_config.generator_config(load_config_file("configs/tiny.py").model.generator)
+    )
+    v = init_variables(G, jax.random.key(0))
+    z = jax.random.normal(jax.random.key(1), (2, G.cfg.z_dim))
+    c = jnp.tile(jnp.concatenate([jnp.eye(4).ravel(), jnp.eye(3).ravel()]), (2, 1))
+    ws = G.apply(v, z, c, method=G.mapping)
+    key = jax.random.key(7)
+    random = G.apply(v, ws, noise_mode="random", method=G.planes, rngs={"noise": key})
+    noise = draw_noise(key, v["buffers"], 2, G.noise_layers(planes_only=True))
+    assert len(jax.tree.leaves(noise)) == 5  # b4: 1 layer, b8 and b16: 2 each
+    given = G.apply({**v, NOISE_INPUTS: noise}, ws, noise_mode="given", method=G.planes)
+    np.testing.assert_array_equal(given, random)
 
 
 def test_config_errors_name_the_field():

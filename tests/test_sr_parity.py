@@ -2,7 +2,8 @@
 
 EG3D's SuperresolutionHybrid4X, SuperresolutionHybridDeepfp32 and SuperresolutionHybrid8XDC,
 loaded through the converter, under noise_mode 'const' and 'random' (EG3D's noise draws
-injected); G mapping with truncation ψ = 0.7; D with disc_c_noise > 0 (the draw injected).
+injected: noise_mode 'given'); G mapping with truncation ψ = 0.7; D with disc_c_noise > 0
+(the draw injected).
 Tolerances as test_eg3d_parity.py: images and logits 1e-3 absolute, ws 1e-4·max|ref|.
 """
 
@@ -18,6 +19,7 @@ import pytest
 from styleavatar_jax.convert import eg3d
 from styleavatar_jax.models.discriminator import DualDiscriminator
 from styleavatar_jax.models.superres import SuperResolution, noise_shapes
+from styleavatar_jax.models.synthesis import NOISE_INPUTS
 
 SR_IO = Path(__file__).parent / "fixtures" / "eg3d_sr_io.npz"
 KINDS = ("SuperresolutionHybrid4X", "SuperresolutionHybridDeepfp32", "SuperresolutionHybrid8XDC")
@@ -55,15 +57,15 @@ def _views(image, stride, crop):
 
 
 def _noise(sr_io, kind, batch):
-    """EG3D's recorded draws [B, 1, r, r] -> our `noise=` pytree of [B, r, r, 1]."""
+    """EG3D's recorded draws [B, 1, r, r] -> our `noise_inputs` collection of [B, r, r, 1]."""
     draws = sorted(k for k in sr_io if k.startswith(f"sr/{kind}/noise/"))
     shapes = noise_shapes(kind, batch)
     layers = [(b, c) for b in shapes for c in shapes[b]]
     assert [k.rsplit("/", 1)[1][3:] for k in draws] == [f"{b}.{c}" for b, c in layers]
     tree = {b: {} for b in shapes}
     for key, (b, c) in zip(draws, layers, strict=True):
-        tree[b][c] = _nhwc(sr_io[key])
-        assert tree[b][c].shape == shapes[b][c]
+        tree[b][c] = {"noise": _nhwc(sr_io[key])}
+        assert tree[b][c]["noise"].shape == shapes[b][c]["noise"]
     return tree
 
 
@@ -85,7 +87,9 @@ def sr_outputs(sr_io, meta):
             noise = _noise(sr_io, kind, rgb.shape[0])
             cache[kind] = {
                 "const": np.asarray(fwd(v, rgb, x, ws, noise_mode="const")),
-                "random": np.asarray(fwd(v, rgb, x, ws, noise_mode="random", noise=noise)),
+                "random": np.asarray(
+                    fwd({**v, NOISE_INPUTS: noise}, rgb, x, ws, noise_mode="given")
+                ),
             }
         return cache[kind]
 
@@ -109,7 +113,7 @@ def test_random_noise_changes_the_image(sr_io, kind):
     assert np.abs(const - rand).max() > 0.1
 
 
-def test_given_noise_needs_random_mode_and_its_shape(sr_io, meta):
+def test_given_noise_needs_every_layer_and_its_shape(sr_io, meta):
     kind = KINDS[0]
     SR = SuperResolution(kind=kind)
     rgb, x = (_nhwc(sr_io[f"sr/{kind}/{n}"]) for n in ("rgb", "x"))
@@ -117,14 +121,17 @@ def test_given_noise_needs_random_mode_and_its_shape(sr_io, meta):
     tmpl = eg3d.variables_template(SR, rgb, x, ws, noise_mode="const")
     v, _ = eg3d.load_variables(_state(sr_io, meta, kind), tmpl)
     noise = _noise(sr_io, kind, rgb.shape[0])
-    run = lambda mode, noise: jax.eval_shape(partial(SR.apply, noise_mode=mode, noise=noise),
-                                             v, rgb, x, ws)  # fmt: skip
-    with pytest.raises(ValueError, match="noise_mode='random'"):
-        run("const", noise)
+    run = lambda noise: jax.eval_shape(partial(SR.apply, noise_mode="given"),
+                                       {**v, NOISE_INPUTS: noise}, rgb, x, ws)  # fmt: skip
     short = {"block0": noise["block0"], "block1": {"conv0": noise["block1"]["conv0"]}}
-    with pytest.raises(ValueError, match="expected"):
-        run("random", short)
-    assert run("random", noise).shape == (rgb.shape[0], 256, 256, 3)
+    with pytest.raises(ValueError, match="block1/conv1"):
+        run(short)
+    wrong = {**noise, "block0": {**noise["block0"], "conv0": {"noise": np.zeros((1, 2, 2, 1))}}}
+    with pytest.raises(ValueError, match="block0/conv0"):
+        run(wrong)
+    with pytest.raises(ValueError, match=NOISE_INPUTS):
+        jax.eval_shape(partial(SR.apply, noise_mode="given"), v, rgb, x, ws)
+    assert run(noise).shape == (rgb.shape[0], 256, 256, 3)
 
 
 @pytest.mark.parametrize("cutoff", [None, 5])

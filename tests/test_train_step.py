@@ -2,6 +2,7 @@
 gradient accumulation == one pass (configs/tiny.py architecture, random data)."""
 
 import dataclasses
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from styleavatar_jax import cameras
+from styleavatar_jax.models.discriminator import draw_c_noise
 from styleavatar_jax.train import step as train_step
 from styleavatar_jax.train.config import training_configs
 from styleavatar_jax.train.state import TrainState, init_state, make_networks
@@ -19,8 +21,12 @@ from styleavatar_jax.typed_config import load_config_file
 # Float32 on XLA:CPU: GSPMD's cross-device sums (the gradient all-reduce, minibatch-std,
 # the batch means) add in another order than one device does, so two steps agree to
 # float rounding amplified by two Adam updates (measured max |Δ| ≈ 1e-6 on weights of
-# size ~1e-1; 2e-4 relative bounds it with margin and still catches any wrong row/shard).
-RTOL, ATOL = 2e-4, 2e-5
+# size ~1e-1). Adam normalises each element's step, so an element whose gradient sits at
+# float-noise level moves by a noise-dependent fraction of its step (lr·k/(k+1) = 1.25e-3
+# here): since R1 is taken w.r.t. the blurred image (as EG3D, issue 15) single elements of
+# 8192 measured 5.6e-5 and 5.0e-5 absolute. ATOL 1e-4 (8% of a step) bounds them; rows or
+# shards mixed up would move whole tensors and the losses.
+RTOL, ATOL = 2e-4, 1e-4
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -172,25 +178,30 @@ def test_reg_interval_0_regularises_every_step_within_the_main_step():
     assert train_step.phases_at(off, 0) == ("Gmain", "Dmain")
 
 
-def _quadratic_parts(u, accum: int):
-    """Stand-ins for the phases' loss parts with known gradients: main = mean(u)·Σθ/2
-    (gradient mean(u)/2), reg = gain·Σθ²/2 (gradient gain·θ)."""
+def _quadratic_grads(u):
+    """Stand-ins for the parts' gradients (GRADS' signature) built with `accumulate`:
+    main = mean(u)·Σθ/2 (gradient mean(u)/2), reg = gain·Σθ²/2 (gradient gain·θ)."""
 
-    def main(*_):
-        def loss_fn(params, carry, mb, key):
-            x = jnp.mean(mb["u"]) / accum
+    def main(nets, state, batch, draws, sched, *, neural_res):
+        a = nets.train.accum_steps
+        params = state.g["params"]
+
+        def loss_fn(params, carry, mb, md):
+            x = jnp.mean(mb["u"]) / a
             return x * sum(jnp.sum(p) for p in jax.tree.leaves(params)) / 2, (carry, {"main": x})
 
-        return {"u": u}, loss_fn, jax.random.key(0)
+        carry = {"w_avg": jnp.ones(3)}  # as Dmain's fakes would update G's buffers
+        return train_step.accumulate(loss_fn, params, carry, {"u": u}, jnp.zeros((a,)), a)
 
-    def reg(*args):
-        gain = args[-1]
+    def reg(nets, state, batch, draws, sched, *, neural_res, gain=None):
+        a = nets.train.accum_steps
 
-        def loss_fn(params, carry, mb, key):
-            loss = gain * sum(jnp.sum(p**2) for p in jax.tree.leaves(params)) / 2 / accum
+        def loss_fn(params, carry, mb, md):
+            loss = gain * sum(jnp.sum(p**2) for p in jax.tree.leaves(params)) / 2 / a
             return loss, (carry, {"reg": loss})
 
-        return {"u": u}, loss_fn, jax.random.key(0)
+        return train_step.accumulate(loss_fn, state.g["params"], None, {"u": u},
+                                     jnp.zeros((a,)), a)  # fmt: skip
 
     return main, reg
 
@@ -198,47 +209,84 @@ def _quadratic_parts(u, accum: int):
 @pytest.mark.parametrize("accum", [1, 2])
 def test_reg_interval_0_step_is_main_plus_reg_with_gain_1(monkeypatch, accum):
     """Gboth (Dboth) = one Adam step on Gmain's + Greg's gradients, the latter at gain 1,
-    with the unscaled lr. The parts are quadratics with known gradients, so this sees the
-    wiring (sum, gain, accumulation, optimizer), not the networks."""
+    with the unscaled lr; Dboth's carry (G's buffers) is Dmain's. The parts are quadratics
+    with known gradients, so this sees the wiring (sum, gain, accumulation, optimizer), not
+    the networks."""
     nets = _tiny(g_reg_interval=0, d_reg_interval=0, accum_steps=accum)
     u = jnp.arange(8.0)  # per-sample input: accumulation must see every row once
-    main, reg = _quadratic_parts(u, accum)
+    main, reg = _quadratic_grads(u)
     for net in ("g", "d"):
-        monkeypatch.setattr(train_step, f"_{net}_main_part", main)
-        monkeypatch.setattr(train_step, f"_{net}_reg_part", reg)
+        monkeypatch.setattr(train_step, f"{net}_main_grads", main)
+        monkeypatch.setattr(train_step, f"{net}_reg_grads", reg)
     params = {"a": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array([[0.5]])}
     state = TrainState(step=jnp.int32(0), nimg=jnp.int32(0),
                        g={"params": params, "buffers": {"w_avg": jnp.zeros(3)}}, g_ema={},
                        d={"params": params}, g_opt=nets.g_tx.init(params),
                        d_opt=nets.d_tx.init(params))  # fmt: skip
-    for net, phase, lr in (("g", train_step.g_both, nets.train.lr_g),
-                           ("d", train_step.d_both, nets.train.lr_d)):  # fmt: skip
-        new, metrics = phase(nets, state, None, jax.random.key(1), None, neural_res=16)
+    for net, phase, lr in (("g", "Gboth", nets.train.lr_g), ("d", "Dboth", nets.train.lr_d)):
+        draws = {p: None for p in ("Gmain", "Greg", "Dmain", "Dreg")}
+        new, metrics = train_step.PHASES[phase](nets, state, None, draws, None, neural_res=16)
         assert set(metrics) == {"main", "reg"}
         mu = getattr(new, f"{net}_opt")[0].mu  # Adam's first moment: the gradient (β1 = 0)
         for k, p in params.items():
             np.testing.assert_allclose(mu[k], float(jnp.mean(u)) / 2 + p, rtol=1e-6)
             step = getattr(new, net)["params"][k] - p  # first Adam step: lr·g/(|g| + eps)
             np.testing.assert_allclose(np.abs(step), lr, rtol=1e-3)  # lazy k: lr·k/(k+1)
+        if net == "d":
+            np.testing.assert_array_equal(new.g["buffers"]["w_avg"], np.ones(3))
 
 
-def _d_logits_two_keys(base, disc_c_noise: float):
-    """train_step._run_d's logits under keys 1 and 2, D with the given label noise."""
+def _d_net(base, disc_c_noise: float):
     d_cfg = dataclasses.replace(base.D.cfg, disc_c_noise=disc_c_noise)
-    nets = make_networks(base.G.cfg, d_cfg, base.train, base.pose)
+    return make_networks(base.G.cfg, d_cfg, base.train, base.pose)
+
+
+def _d_inputs(d_cfg):
     r = d_cfg.img_resolution
     img, raw = jnp.zeros((4, r, r, 3)), jnp.zeros((4, 16, 16, 3))
     c = jnp.asarray(np.random.default_rng(0).standard_normal((4, d_cfg.c_dim)), jnp.float32)
+    return img, raw, c
+
+
+def test_d_label_noise_draw_is_the_c_noise_streams():
+    """draw_c_noise(key) is the draw D takes from rngs={'c_noise': key} (so the train step's
+    draws kept the key streams of the keyed D calls), and each key gives its own draw."""
+    nets = _d_net(_tiny(), 1.0)
+    img, raw, c = _d_inputs(nets.D.cfg)
     k = jax.random.key(0)
-    params = jax.jit(nets.D.init)({"params": k, "c_noise": k}, img, raw, c)["params"]
-    run = jax.jit(lambda key: train_step._run_d(nets, params, img, raw, c, 0.0, key))
-    return [np.asarray(run(jax.random.key(i))) for i in (1, 2)]
-
-
-def test_d_label_noise_runs_in_training_phases():
-    """disc_c_noise > 0 draws D's label noise from the phase's keys (it once found no
-    'c_noise' stream and failed); each key gives its own draw, no noise ignores the key."""
-    base = _tiny()
-    np.testing.assert_array_equal(*_d_logits_two_keys(base, 0.0))
-    a, b = _d_logits_two_keys(base, 1.0)
+    params = jax.jit(nets.D.init)({"params": k, "c_noise": k}, img, raw, c)
+    keyed = jax.jit(lambda key: nets.D.apply(params, img, raw, c, rngs={"c_noise": key}))
+    given = jax.jit(lambda draw: nets.D.apply(params, img, raw, c, c_noise=draw))
+    draw = lambda i: draw_c_noise(jax.random.key(i), 4, nets.D.cfg.c_dim)
+    a, b = (np.asarray(keyed(jax.random.key(i))) for i in (1, 2))
+    np.testing.assert_array_equal(np.asarray(given(draw(1))), a)
+    np.testing.assert_array_equal(np.asarray(given(draw(2))), b)
     assert np.abs(a - b).max() > 0.1 * np.abs(a).max()  # logits of a fresh D are ~1e-5
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_d_label_noise_trains(accum):
+    """disc_c_noise > 0: every phase that runs D draws its label noise per micro-batch and
+    trains (it once found no 'c_noise' stream and failed); without it nothing is drawn."""
+    base = _tiny(accum_steps=accum)
+    batch = _batch(8, 64)
+    sched, res = train_step.schedule_at(base.train, 0)
+    key = jax.random.key(1)
+    for noise in (0.0, 1.0):
+        nets = _d_net(base, noise)
+        state = init_state(nets, jax.random.key(0))
+        for phase in ("Gmain", "Dmain", "Dreg"):
+            draws = jax.eval_shape(partial(train_step.DRAWS[phase], nets, state, batch, key,
+                                           neural_res=res))  # fmt: skip
+            micro = draws.get("micro", {})
+            want = {"Gmain": {"fake"}, "Dmain": {"fake", "real"}, "Dreg": {"real"}}[phase]
+            assert set(micro.get("c_noise", {})) == (want if noise else set()), phase
+            for d in micro.get("c_noise", {}).values():
+                assert d.shape == (accum, 8 // accum, nets.D.cfg.c_dim)
+    if accum == 1:
+        return  # the programs compile for A = 2 only: micro-batch draws stacked and scanned
+    trainer = train_step.Trainer(nets, _mesh(1), compile_ahead=False)
+    state = init_state(nets, jax.random.key(0))
+    for phase in ("Dmain", "Dreg"):
+        state, metrics = trainer.phase(phase, state, batch, key, sched, neural_res=res)
+        assert all(np.isfinite(v) for v in jax.device_get(metrics).values()), phase

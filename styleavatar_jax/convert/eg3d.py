@@ -190,6 +190,17 @@ def to_flax_layout(leaf: str, value: np.ndarray) -> np.ndarray:
     return value
 
 
+def to_torch_layout(leaf: str, value: np.ndarray) -> np.ndarray:
+    """Inverse of `to_flax_layout`: our array in torch's layout (for comparisons with EG3D)."""
+    if leaf == "kernel" and value.ndim == 2:
+        return value.T
+    if leaf == "kernel" and value.ndim == 4:
+        return value.transpose(3, 2, 0, 1)
+    if leaf == "const":
+        return value.transpose(2, 0, 1)
+    return value
+
+
 # Buffers EG3D's training loop registers outside the architecture (training_loop.py).
 EXTRA_KEYS = ("dataset_label_std",)
 

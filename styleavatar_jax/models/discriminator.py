@@ -13,6 +13,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core.scope import LazyRng
 
 from styleavatar_jax.models.mapping import MappingNetwork
 from styleavatar_jax.models.synthesis import block_channels
@@ -84,6 +85,14 @@ class DiscriminatorEpilogue(nn.Module):
         if self.cmap_dim:
             x = jnp.sum(x * cmap, axis=1, keepdims=True) * (1 / math.sqrt(self.cmap_dim))
         return x
+
+
+def draw_c_noise(key: jax.Array, batch: int, c_dim: int) -> jax.Array:
+    """The standard normal [batch, c_dim] DualDiscriminator draws with rngs={'c_noise': key}
+    (disc_c_noise > 0), as its `c_noise=` argument takes it: the module's first draw of the
+    stream, whose key Flax derives with `LazyRng` (as `synthesis.draw_noise`), so these are
+    the same numbers (tests/test_train_step.py pins it)."""
+    return jax.random.normal(LazyRng.create(key, 1).as_jax_rng(), (batch, c_dim))
 
 
 class DualDiscriminator(nn.Module):

@@ -47,9 +47,9 @@ class SuperResolution(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, rgb, x, ws, *, noise_mode: str = "none", noise=None):
-        """noise: None, or the standard-normal maps noise_mode='random' draws, as
-        `noise_shapes(kind, B)` lays them out ({'block0': {'conv0': [B, r, r, 1], ...}, ...})."""
+    def __call__(self, rgb, x, ws, *, noise_mode: str = "none"):
+        """noise_mode 'given': the maps from the `noise_inputs` collection, laid out as
+        `noise_shapes(kind, B)` ({'block0': {'conv0': {'noise': [B, r, r, 1]}, ...}, ...})."""
         if self.kind not in SR_SPECS:
             raise ValueError(
                 f"superresolution kind {self.kind!r}: expected one of {sorted(SR_SPECS)}"
@@ -73,13 +73,7 @@ class SuperResolution(nn.Module):
                 use_noise=self.use_noise,
                 dtype=self.dtype,
                 name=f"block{i}",
-            )(
-                x,
-                img,
-                ws,
-                noise_mode=noise_mode,
-                noise=None if noise is None else noise[f"block{i}"],
-            )
+            )(x, img, ws, noise_mode=noise_mode)
         return img
 
 
@@ -87,11 +81,12 @@ def sr_output_resolution(kind: str) -> int:
     return SR_SPECS[kind].img_resolution
 
 
-def noise_shapes(kind: str, batch: int) -> dict[str, dict[str, tuple[int, int, int, int]]]:
-    """The shapes of `SuperResolution(kind)`'s noise maps, in the `noise=` layout (EG3D draws
-    them in this order: block0.conv0, block0.conv1, block1.conv0, block1.conv1)."""
+def noise_shapes(kind: str, batch: int) -> dict[str, dict[str, dict[str, tuple[int, ...]]]]:
+    """The shapes of `SuperResolution(kind)`'s noise maps, as its `noise_inputs` collection
+    holds them for noise_mode='given' (EG3D draws them in this order: block0.conv0,
+    block0.conv1, block1.conv0, block1.conv1)."""
     return {
-        f"block{i}": {conv: (batch, res, res, 1) for conv in ("conv0", "conv1")}
+        f"block{i}": {conv: {"noise": (batch, res, res, 1)} for conv in ("conv0", "conv1")}
         for i, (_, res, _) in enumerate(SR_SPECS[kind].blocks)
     }
 

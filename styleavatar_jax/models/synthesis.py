@@ -1,24 +1,46 @@
 """StyleGAN2 synthesis network (skip architecture), EG3D's `networks_stylegan2.py`.
 
 Channels last: activations [B, H, W, C], images [B, H, W, img_channels]. Noise inputs come
-from the `noise` PRNG stream ('random'), the `buffers/noise_const` maps ('const') or nowhere
-('none'). Under 'random' a caller may pass the draws instead (`noise=`: a layer's map
-[B, R, R, 1], a block's {layer name: map}), to replay given ones (e.g. EG3D's).
+from the `noise` PRNG stream ('random'), the `buffers/noise_const` maps ('const'), the
+`noise_inputs` collection ('given': the standard-normal maps 'random' would draw, made
+outside by `draw_noise`, or EG3D's recorded ones) or nowhere ('none').
 """
 
 from __future__ import annotations
 
 import math
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.core.scope import LazyRng
 
 from styleavatar_jax.nn.layers import FullyConnected, bias_act, modulated_conv2d
 from styleavatar_jax.nn.resample import setup_filter, upsample2d
 
-NOISE_MODES = ("random", "const", "none")
+NOISE_MODES = ("random", "const", "given", "none")
+NOISE_INPUTS = "noise_inputs"  # collection of 'given' noise: {layer path: {'noise': [B, R, R, 1]}}
+
+
+def draw_noise(key: jax.Array, buffers, batch: int, prefixes: tuple[str, ...]) -> dict:
+    """The noise noise_mode='random' draws with rngs={'noise': key}, as a `noise_inputs`
+    collection: for every layer under one of `prefixes` (top-level module names, e.g.
+    'backbone') that has a `noise_const` buffer [R, R], normal [batch, R, R, 1].
+
+    A layer's 'random' noise is normal(make_rng('noise')), and Flax derives that key from
+    the root key, the layer's path and the layer's first draw (count 1); `LazyRng` is how
+    Flax does it, so these are the same numbers (tests/test_models.py pins it).
+    """
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(buffers))
+    out = {}
+    for path, const in flat.items():
+        if path[-1] != "noise_const" or path[0] not in prefixes:
+            continue
+        layer_key = LazyRng.create(key, *path[:-1], 1).as_jax_rng()
+        out[(*path[:-1], "noise")] = jax.random.normal(layer_key, (batch, *const.shape, 1))
+    return flax.traverse_util.unflatten_dict(out)
 
 
 class SynthesisLayer(nn.Module):
@@ -36,19 +58,10 @@ class SynthesisLayer(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, w, *, noise_mode: str = "random", noise=None, gain: float = 1.0):
-        """noise: the standard-normal map [B, R, R, 1] that noise_mode='random' would draw
-        (None: draw it from the 'noise' stream); scaled by noise_strength here."""
+    def __call__(self, x, w, *, noise_mode: str = "random", gain: float = 1.0):
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode={noise_mode!r}: expected one of {NOISE_MODES}")
         in_ch, k, res = x.shape[-1], self.kernel_size, self.resolution
-        if noise is not None:
-            want = (x.shape[0], res, res, 1)
-            if noise_mode != "random" or not self.use_noise or noise.shape != want:
-                raise ValueError(
-                    f"{self.name}: given noise {noise.shape} needs noise_mode='random' (got "
-                    f"{noise_mode!r}), use_noise=True (got {self.use_noise}) and shape {want}"
-                )
         styles = FullyConnected(in_ch, bias_init=1.0, name="affine")(w)
         weight = self.param("kernel", nn.initializers.normal(1.0), (k, k, in_ch, self.features))
         added = None  # noise · noise_strength, added after the convolution
@@ -60,8 +73,17 @@ class SynthesisLayer(nn.Module):
             )
             strength = self.param("noise_strength", nn.initializers.zeros, ())
             if noise_mode == "random":
-                if noise is None:
-                    noise = jax.random.normal(self.make_rng("noise"), (x.shape[0], res, res, 1))
+                noise = jax.random.normal(self.make_rng("noise"), (x.shape[0], res, res, 1))
+                added = noise * strength
+            elif noise_mode == "given":
+                noise, want = self.get_variable(NOISE_INPUTS, "noise"), (x.shape[0], res, res, 1)
+                if noise is None or noise.shape != want:
+                    where = "/".join(self.scope.path)
+                    raise ValueError(
+                        f"{where}: noise_mode='given' needs the '{NOISE_INPUTS}' collection to "
+                        f"hold {where}/noise of shape {want} (draw_noise), got "
+                        f"{None if noise is None else noise.shape}"
+                    )
                 added = noise * strength
             elif noise_mode == "const":
                 added = (const.value * strength)[None, :, :, None]
@@ -124,14 +146,8 @@ class SynthesisBlock(nn.Module):
         return 1  # skip architecture: every block has a ToRGB
 
     @nn.compact
-    def __call__(self, x, img, ws, *, noise_mode: str = "random", noise=None):
-        """noise: None, or {'conv0': [B, R, R, 1], 'conv1': ...} replacing the 'random' draws
-        (first block: 'conv1' only)."""
+    def __call__(self, x, img, ws, *, noise_mode: str = "random"):
         batch = ws.shape[0]
-        names = ("conv1",) if self.in_channels == 0 else ("conv0", "conv1")
-        if noise is not None and set(noise) != set(names):
-            raise ValueError(f"{self.name}: noise for layers {sorted(noise)}, expected {names}")
-        given = noise or {}
         layer = dict(
             features=self.out_channels,
             resolution=self.resolution,
@@ -146,17 +162,11 @@ class SynthesisBlock(nn.Module):
                 (self.resolution, self.resolution, self.out_channels),
             )
             x = jnp.broadcast_to(jnp.asarray(const, self.dtype), (batch, *const.shape))
-            x = SynthesisLayer(**layer, name="conv1")(
-                x, ws[:, 0], noise_mode=noise_mode, noise=given.get("conv1")
-            )
+            x = SynthesisLayer(**layer, name="conv1")(x, ws[:, 0], noise_mode=noise_mode)
         else:
             up = 2 if self.up else 1
-            x = SynthesisLayer(**layer, up=up, name="conv0")(
-                x, ws[:, 0], noise_mode=noise_mode, noise=given.get("conv0")
-            )
-            x = SynthesisLayer(**layer, name="conv1")(
-                x, ws[:, 1], noise_mode=noise_mode, noise=given.get("conv1")
-            )
+            x = SynthesisLayer(**layer, up=up, name="conv0")(x, ws[:, 0], noise_mode=noise_mode)
+            x = SynthesisLayer(**layer, name="conv1")(x, ws[:, 1], noise_mode=noise_mode)
         if img is not None and self.up:
             img = upsample2d(img, setup_filter())
         y = ToRGB(self.img_channels, self.conv_clamp, self.dtype, name="torgb")(

@@ -121,6 +121,8 @@ class TriPlaneGenerator(nn.Module):
     """(z [B, z_dim], c [B, 25]) -> images; see `__call__`.
 
     PRNG streams: 'render' (renderer uniforms, unless given), 'noise' (noise_mode='random').
+    noise_mode='given' reads the noise from the `noise_inputs` collection instead
+    (`noise_layers`, `synthesis.draw_noise`).
     """
 
     cfg: GeneratorConfig = GeneratorConfig()
@@ -177,24 +179,40 @@ class TriPlaneGenerator(nn.Module):
         feature_image [B, r, r, 32], planes [B, 3, 256, 256, 32] (r = neural_res).
         """
         planes = self.planes(ws, noise_mode=noise_mode)
-        out = self.synthesis_from_planes(planes, ws, c, neural_res=neural_res, uniforms=uniforms)
+        given = noise_mode == "given"
+        out = self.synthesis_from_planes(planes, ws, c, neural_res=neural_res, uniforms=uniforms,
+                                         given_noise=given)  # fmt: skip
         out["planes"] = planes
         return out
 
-    def synthesis_from_planes(self, planes, ws, c, *, neural_res: int = 64, uniforms=None):
-        """Render + super-resolve given planes (to render many views of one backbone pass)."""
+    def synthesis_from_planes(
+        self, planes, ws, c, *, neural_res: int = 64, uniforms=None, given_noise: bool = False
+    ):
+        """Render + super-resolve given planes (to render many views of one backbone pass).
+
+        The SR's noise is cfg.sr_noise_mode's; given_noise: its 'random' noise comes from the
+        `noise_inputs` collection instead (as the backbone's with noise_mode='given')."""
         out = self.render_planes(planes, c, neural_res=neural_res, uniforms=uniforms)
         b = ws.shape[0]
         feature_image = out["features"].reshape(b, neural_res, neural_res, -1)
         depth_image = out["depth"].reshape(b, neural_res, neural_res, 1)
         rgb = feature_image[..., :3]
-        image = self.superresolution(rgb, feature_image, ws, noise_mode=self.cfg.sr_noise_mode)
+        sr_mode = self.cfg.sr_noise_mode
+        sr_mode = "given" if given_noise and sr_mode == "random" else sr_mode
+        image = self.superresolution(rgb, feature_image, ws, noise_mode=sr_mode)
         return {
             "image": image,
             "image_raw": rgb,
             "image_depth": depth_image,
             "feature_image": feature_image,
         }
+
+    def noise_layers(self, *, planes_only: bool = False) -> tuple[str, ...]:
+        """Top-level modules whose layers draw noise in noise_mode='random' (for
+        `synthesis.draw_noise`): the backbone, and the SR when cfg.sr_noise_mode is 'random'
+        (planes_only: the backbone alone, for a planes-only pass)."""
+        sr = self.cfg.sr_noise_mode == "random" and self.cfg.sr_use_noise and not planes_only
+        return ("backbone", "superresolution") if sr else ("backbone",)
 
     def sample_density(self, planes, coords):
         """planes [B, 3, H, W, C], coords [B, M, 3] -> (rgb [B, M, 32], sigma [B, M, 1])."""

@@ -55,9 +55,11 @@ def r1_penalty(
     d_fn(image [B, H, W, C], image_raw [B, h, w, C]) -> logits [B, 1]. EG3D loss.py
     accumulate_gradients (Dreg, dual_discrimination=True, as every EG3D config has): the
     gradient of `real_logits.sum()` w.r.t. both real images, squares summed over [1, 2, 3]
-    and added. Whatever d_fn does to its inputs (run_D's blur of `image`) is differentiated
-    through; EG3D's blur of the real raw target happens before the gradient leaf, so pass
-    the already-blurred raw (see `blur_pair`).
+    and added. Whatever d_fn does to its inputs is differentiated through. EG3D's R1 is the
+    gradient w.r.t. the *blurred* images: run_D stores its blur of `image` back into the dict
+    whose entries autograd.grad takes as inputs, and the real raw target is blurred before
+    the gradient leaf; so pass both already blurred and a d_fn that does not blur (the
+    train step's Dreg does; measured against EG3D in tests/test_eg3d_step_parity.py).
     """
     grads = jax.grad(lambda a, b: jnp.sum(d_fn(a, b)), argnums=(0, 1))(image, image_raw)
     return sum(jnp.sum(jnp.square(g), axis=(1, 2, 3)) for g in grads)
@@ -139,45 +141,68 @@ def blur_pair(
 # Generator pose conditioning
 
 
-def swap_conditioning(key: jax.Array, c: jax.Array, prob) -> jax.Array:
-    """c [B, 25] -> c [B, 25]: per sample, with probability prob, the previous sample's c.
+def swap_coins(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """The uniforms of the pose-conditioning swap: [B, 1] per sample (run_G's
+    `rand((B, 1))`) or [] for Greg's one coin for the batch (`rand([])`)."""
+    return jax.random.uniform(key, shape)
 
-    EG3D loss.py run_G: `torch.where(rand((B, 1)) < swapping_prob, roll(c, 1, 0), c)`.
-    prob None (no generator pose conditioning): zeros, as EG3D.
+
+def swap_by_coins(coins: jax.Array, c: jax.Array, prob) -> jax.Array:
+    """c [B, 25] -> c [B, 25]: where coins < prob, the previous sample's c.
+
+    EG3D loss.py run_G: `torch.where(rand((B, 1)) < swapping_prob, roll(c, 1, 0), c)`;
+    coins [B, 1] (per sample) or [] (Greg: the whole batch). prob None (no generator pose
+    conditioning): zeros, as EG3D.
     """
     if prob is None:
         return jnp.zeros_like(c)
-    swap = jax.random.uniform(key, (c.shape[0], 1)) < prob
-    return jnp.where(swap, jnp.roll(c, 1, axis=0), c)
+    return jnp.where(coins < prob, jnp.roll(c, 1, axis=0), c)
+
+
+def swap_conditioning(key: jax.Array, c: jax.Array, prob) -> jax.Array:
+    """c [B, 25] -> c [B, 25]: per sample, with probability prob, the previous sample's c
+    (`swap_by_coins` with coins drawn from key). prob None: zeros, as EG3D."""
+    return swap_by_coins(swap_coins(key, (c.shape[0], 1)), c, prob)
 
 
 def swap_conditioning_batch(key: jax.Array, c: jax.Array, prob) -> jax.Array:
     """Greg's variant: one coin for the whole batch (EG3D loss.py density reg, `rand([])`).
     c [B, 25] -> c [B, 25]; prob None: zeros."""
-    if prob is None:
-        return jnp.zeros_like(c)
-    return jnp.where(jax.random.uniform(key, ()) < prob, jnp.roll(c, 1, axis=0), c)
+    return swap_by_coins(swap_coins(key, ()), c, prob)
 
 
 # ---------------------------------------------------------------------------------------
 # Density regularisation (reg_type 'l1')
 
 
+def density_reg_draws(
+    key: jax.Array, batch: int, num_points: int = 1000
+) -> tuple[jax.Array, jax.Array]:
+    """Greg's random draws -> initial [B, N, 3] uniform in [−1, 1)³ and a standard normal
+    [B, N, 3] (EG3D loss.py ('l1'): `rand((B, 1000, 3)) * 2 - 1`, `randn_like(...)`)."""
+    k_init, k_perturb = jax.random.split(key)
+    initial = jax.random.uniform(k_init, (batch, num_points, 3), minval=-1.0, maxval=1.0)
+    return initial, jax.random.normal(k_perturb, initial.shape)
+
+
+def perturb_points(initial: jax.Array, normal: jax.Array, p_dist: float) -> jax.Array:
+    """initial + normal·p_dist (EG3D: `initial + randn_like(initial) * density_reg_p_dist`)."""
+    return initial + normal * p_dist
+
+
 def density_reg_points(
     key: jax.Array, batch: int, num_points: int = 1000, p_dist: float = 0.004
 ) -> tuple[jax.Array, jax.Array]:
     """Greg's sample points -> initial [B, N, 3] uniform in [−1, 1)³, perturbed = initial +
-    N(0, p_dist²) per coordinate.
+    N(0, p_dist²) per coordinate (`density_reg_draws`, `perturb_points`).
 
-    EG3D loss.py ('l1'): `rand((B, 1000, 3)) * 2 - 1` and `+ randn_like(...) *
-    density_reg_p_dist`. These are world coordinates, passed straight to sample_mixed ->
-    run_model -> sample_from_planes, which scales them by 2/box_warp: with box_warp = 1
-    (FFHQ) the tri-planes span [−0.5, 0.5]³, so only 1/8 of the points are inside the box
-    and the rest read zero features from at least one plane (grid_sample, zero padding).
+    These are world coordinates, passed straight to sample_mixed -> run_model ->
+    sample_from_planes, which scales them by 2/box_warp: with box_warp = 1 (FFHQ) the
+    tri-planes span [−0.5, 0.5]³, so only 1/8 of the points are inside the box and the rest
+    read zero features from at least one plane (grid_sample, zero padding).
     """
-    k_init, k_perturb = jax.random.split(key)
-    initial = jax.random.uniform(k_init, (batch, num_points, 3), minval=-1.0, maxval=1.0)
-    return initial, initial + jax.random.normal(k_perturb, initial.shape) * p_dist
+    initial, normal = density_reg_draws(key, batch, num_points)
+    return initial, perturb_points(initial, normal, p_dist)
 
 
 def density_l1(sigma_initial: jax.Array, sigma_perturbed: jax.Array, strength: float) -> jax.Array:

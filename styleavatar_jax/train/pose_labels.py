@@ -165,14 +165,21 @@ def keep_probability(yaw, cfg: PoseLabelConfig) -> jax.Array:
     return jnp.where(confident, cfg.p_high, cfg.p_low)
 
 
+def label_coins(key: jax.Array, batch: int) -> jax.Array:
+    """The uniforms [B] that decide, per sample, whether D sees the fine label
+    (keep = coin < `keep_probability`); what `discriminator_label` draws from a key."""
+    return jax.random.uniform(key, (batch,))
+
+
 @partial(jax.jit, static_argnames="cfg")
-def discriminator_label(c, key, cfg: PoseLabelConfig, *, keep_fine=None) -> jax.Array:
+def discriminator_label(c, key, cfg: PoseLabelConfig, *, keep_fine=None, coins=None) -> jax.Array:
     """Camera labels c [B, 25] -> D's label [B, label_dim(cfg)] (module docstring).
 
     "camera": c unchanged; "none": [B, 0]. "coarse_to_fine": c_fine·keep ‖ c_coarse·(1 −
-    keep) ("exclusive") or c_fine·keep ‖ c_coarse ("coarse_always"), keep ~ Bernoulli(
-    `keep_probability`) drawn from `key`, one draw per sample. keep_fine: optional bool [B]
-    forcing keep (then `key` is unused and may be None). Jit with cfg static.
+    keep) ("exclusive") or c_fine·keep ‖ c_coarse ("coarse_always"), keep = coins <
+    `keep_probability` (a Bernoulli draw per sample), coins [B] given or `label_coins(key)`.
+    keep_fine: optional bool [B] forcing keep (then `key` and coins are unused; key may be
+    None). Jit with cfg static.
     """
     if cfg.mode == "camera":
         return c
@@ -180,10 +187,13 @@ def discriminator_label(c, key, cfg: PoseLabelConfig, *, keep_fine=None) -> jax.
         return jnp.zeros((*c.shape[:-1], 0), c.dtype)
     yaw, pitch = label_angles(c)
     if keep_fine is None:
-        if key is None:
+        if coins is None and key is None:
             raise ValueError("discriminator_label: mode 'coarse_to_fine' needs a PRNG key "
-                             "unless keep_fine is given")  # fmt: skip
-        keep_fine = jax.random.bernoulli(key, keep_probability(yaw, cfg))
+                             "unless keep_fine or coins are given")  # fmt: skip
+        if coins is None:
+            coins = jax.random.uniform(key, yaw.shape)  # label_coins for c [B, 25]
+        # jax.random.bernoulli(key, p) is uniform(key, p.shape) < p: the same keeps.
+        keep_fine = coins < keep_probability(yaw, cfg)
     keep_fine = jnp.broadcast_to(jnp.asarray(keep_fine, bool), yaw.shape)
     dtype = c.dtype if jnp.issubdtype(c.dtype, jnp.floating) else jnp.float32
     fine = jnp.where(keep_fine[..., None], fine_onehot(yaw, pitch, cfg), 0.0)
