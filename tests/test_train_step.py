@@ -259,8 +259,10 @@ def test_d_label_noise_draw_is_the_c_noise_streams():
     given = jax.jit(lambda draw: nets.D.apply(params, img, raw, c, c_noise=draw))
     draw = lambda i: draw_c_noise(jax.random.key(i), 4, nets.D.cfg.c_dim)
     a, b = (np.asarray(keyed(jax.random.key(i))) for i in (1, 2))
-    np.testing.assert_array_equal(np.asarray(given(draw(1))), a)
-    np.testing.assert_array_equal(np.asarray(given(draw(2))), b)
+    # Two programs (draw inside D or outside) may round differently: 2e-7 relative measured;
+    # another key's draw moves the logits by > 10%.
+    np.testing.assert_allclose(np.asarray(given(draw(1))), a, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(given(draw(2))), b, rtol=1e-5)
     assert np.abs(a - b).max() > 0.1 * np.abs(a).max()  # logits of a fresh D are ~1e-5
 
 
@@ -269,7 +271,7 @@ def test_d_label_noise_trains(accum):
     """disc_c_noise > 0: every phase that runs D draws its label noise per micro-batch and
     trains (it once found no 'c_noise' stream and failed); without it nothing is drawn."""
     base = _tiny(accum_steps=accum)
-    batch = _batch(8, 64)
+    batch = jax.tree.map(jnp.asarray, _batch(8, 64))
     sched, res = train_step.schedule_at(base.train, 0)
     key = jax.random.key(1)
     for noise in (0.0, 1.0):
