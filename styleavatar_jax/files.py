@@ -2,8 +2,10 @@
 a file. And the input side: what a file's first bytes say it is, and an .npz reader that says
 so when a path holds something else.
 
-Paths: `as_path` gives one type, `etils.epath.Path`, for local paths and for object-store
-URLs (gs://bucket/..., and whatever else epath reads: s3:// through fsspec). On a store,
+Paths: `as_path` gives a path object with pathlib's API for local paths (pathlib.Path) and
+object-store URLs (etils.epath.Path: gs://bucket/..., and whatever else epath reads, s3://
+through fsspec); code on both uses that shared API, and branches on `is_local` where a store
+needs another way (one listing instead of a stat per file, no renames). On a store,
 "atomic" is the store's own guarantee: an object becomes visible only when its upload is
 complete, so a file is written locally and uploaded in one piece (there is no rename).
 """
@@ -35,9 +37,18 @@ def store_root(url: str | os.PathLike) -> str:
     return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
-def as_path(path: str | os.PathLike) -> epath.Path:
-    """A path or URL -> epath.Path: a local path made absolute, a URL as given."""
-    return epath.Path(os.path.abspath(os.fspath(path)) if is_local(path) else os.fspath(path))
+def as_path(path: str | os.PathLike) -> Path | epath.Path:
+    """A path or URL -> a path object: a local path made absolute, as pathlib.Path (epath's
+    local paths refuse recursive globs and stat differently, which callers of a local run
+    directory rely on), a URL as epath.Path (the same pathlib API, through gcsfs & co)."""
+    if is_local(path):
+        return Path(os.path.abspath(os.fspath(path)))
+    return epath.Path(os.fspath(path))
+
+
+def file_size(path: str | os.PathLike) -> int:
+    """Bytes in a file, local or in a store."""
+    return os.path.getsize(path) if is_local(path) else as_path(path).stat().length
 
 
 @contextlib.contextmanager

@@ -184,14 +184,14 @@ def test_writer_in_a_bucket_resumes(gcs, tmp_path):
 
 
 def test_store_output_checks(gcs, cli_error):
-    """A bucket that does not exist is named before any work."""
-    from styleavatar_jax.cli.args import check_output
-
-    assert str(check_output(f"{gcs}/new/run", "--workdir", folder=True)).startswith("gs://")
-    with pytest.raises(ValueError, match="--out=gs://styleavatar-test/m.npz: expected a file"):
-        check_output(f"{gcs}/m.npz", "--out", suffixes=(".json",))
-    with pytest.raises(ValueError, match="--workdir=gs://no-such-bucket/run: the store"):
-        check_output("gs://no-such-bucket/run", "--workdir", folder=True)
+    """A bucket that does not answer is named before any work; a folder flag given a file
+    in the bucket, too."""
+    argv = ["train", "--config", "configs/tiny.py", "--config.data.path=unused"]
+    err = cli_error([*argv, "--workdir", "gs://no-such-bucket/run"])
+    assert "--workdir=gs://no-such-bucket/run: the store does not answer" in err
+    files.write_npz(f"{gcs}/file.npz", x=np.zeros(1))
+    err = cli_error([*argv, "--workdir", f"{gcs}/file.npz"])
+    assert f"--workdir={gcs}/file.npz: exists and is not a folder" in err
 
 
 def test_data_gen_into_a_bucket(gcs, models, head, tmp_path):

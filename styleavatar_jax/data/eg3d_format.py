@@ -42,6 +42,7 @@ from styleavatar_jax.data.source import (
 from styleavatar_jax.files import (
     as_path,
     describe_magic,
+    file_size,
     is_local,
     list_files,
     remove_tree,
@@ -357,7 +358,7 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
         kind = describe_magic(path)
         if kind == "a zip archive":
             raise ValueError(
-                f"{path}: the zip is damaged or truncated (zipfile: {e}; {path.stat().length} "
+                f"{path}: the zip is damaged or truncated (zipfile: {e}; {file_size(path)} "
                 "bytes); re-create it or download it again"
             ) from e
         like = f"it starts like {kind}" if kind else f"zipfile: {e}"
