@@ -230,3 +230,30 @@ def test_init_from_eg3d_snapshot(converted):
         ValueError, match=r"generator differs from config\.model\.generator in .*z_dim"
     ):
         loop._init_from(str(PKL), other, fresh)
+
+
+def test_a_step_saved_with_one_adam_count_resumes_with_it_per_parameter(tmp_path):
+    """Steps saved before Adam kept a count per parameter (one `count` leaf per optimizer)
+    restore: every parameter gets that count; moments and weights are the saved ones."""
+    from styleavatar_jax.train.config import training_configs
+    from styleavatar_jax.train.state import init_state, make_networks
+
+    tc = training_configs(load_config_file("configs/tiny.py"))
+    nets = make_networks(tc.generator, tc.discriminator, tc.train, tc.pose)
+    state = init_state(nets, jax.random.key(0))
+    moved = lambda opt: (opt[0]._replace(mu=jax.tree.map(lambda m: m + 0.5, opt[0].mu)), *opt[1:])
+    state = state.replace(g_opt=moved(state.g_opt), d_opt=moved(state.d_opt))
+    old = state.replace(g_opt=loop._one_count(state.g_opt), d_opt=loop._one_count(state.d_opt))
+    old = old.replace(g_opt=(old.g_opt[0]._replace(count=np.int32(7)), *old.g_opt[1:]),
+                      d_opt=(old.d_opt[0]._replace(count=np.int32(5)), *old.d_opt[1:]))  # fmt: skip
+    mngr = checkpoint.open_manager(tmp_path, keep=2)
+    loop.save_state(mngr, old, {"kimg": 0.0})
+    assert loop._single_adam_count(mngr, int(old.step))
+    back, _ = loop.restore_state(mngr, int(old.step), state)
+    for got, want in ((back.g_opt, 7), (back.d_opt, 5)):
+        assert jax.tree.structure(got[0].count) == jax.tree.structure(got[0].mu)
+        assert {int(c) for c in jax.tree.leaves(got[0].count)} == {want}
+    for a, b in zip(jax.tree.leaves(back.g_opt[0].mu), jax.tree.leaves(state.g_opt[0].mu),
+                    strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    mngr.close()

@@ -318,9 +318,10 @@ def train_config(settings: Mapping) -> TrainConfig:
 def check_iteration(ref: Mapping[str, np.ndarray], converted) -> tuple[list, dict, list]:
     """Our iteration from the reference's starting snapshot (`convert_pickle`'s output:
     (cfg, {'G', 'G_ema', 'D'} variables, (G, D))) with its recorded draws -> (rows, our
-    metrics per phase, own_rows). rows: losses and gradients of ours, and the state after
-    the iteration stepped with EG3D's gradients (`with_reference_grads`); own_rows: the
-    state after our own iteration (gradients' float noise included: for information)."""
+    metrics per phase, own_rows). rows: each phase's loss and gradients, every phase after
+    the first starting from the state stepped with EG3D's gradients (`with_reference_grads`),
+    and the state after that iteration; own_rows: the state after our own iteration
+    (gradients' float noise included: for information)."""
     _, variables, (G, D) = converted
     meta = json.loads(str(ref["meta"]))
     settings, phases = meta["settings"], tuple(meta["phases"])
@@ -347,10 +348,12 @@ def check_iteration(ref: Mapping[str, np.ndarray], converted) -> tuple[list, dic
     draws = jax.tree.map(jnp.asarray, draws)
     run = partial(run_iteration, nets, state, as_batch(ref), draws, sched, neural_res=res,
                   phases=phases)  # fmt: skip
-    metrics, grads, after = run()
+    # Each phase starts from the state EG3D's phase started from: the earlier phases stepped
+    # with EG3D's gradients (else our gradients' float noise, through Adam's sign-like first
+    # step, would move the later phases' inputs).
+    metrics, grads, after = run(replace=with_reference_grads(ref))
     ours = ours_as_reference(metrics, grads, after)
-    _, _, after_ref_grads = run(replace=with_reference_grads(ref))
-    stepped = ours_as_reference(metrics, grads, after_ref_grads)
-    own = {k: v for k, v in ours.items() if k.startswith("after/")}
-    ours = {k: (v if k.split("/")[0] != "after" else stepped[k]) for k, v in ours.items()}
+    own_metrics, own_grads, own_after = run()
+    own = {k: v for k, v in ours_as_reference(own_metrics, own_grads, own_after).items()
+           if k.startswith("after/")}  # fmt: skip
     return compare(ref, ours), metrics, compare(ref, own)

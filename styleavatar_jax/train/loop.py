@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -44,7 +45,13 @@ from styleavatar_jax.files import as_path
 from styleavatar_jax.runtime import Deadline, StopOnSignal, TrainingDiverged, TrainLog, data_mesh
 from styleavatar_jax.train import schedules
 from styleavatar_jax.train.config import TrainingConfigs, training_configs
-from styleavatar_jax.train.state import Networks, TrainState, init_state, make_networks
+from styleavatar_jax.train.state import (
+    Networks,
+    TrainState,
+    init_state,
+    make_networks,
+    per_param_counts,
+)
 from styleavatar_jax.train.step import Trainer, phases_at, phases_between, schedule_at
 
 # Config sections that define the math of a run: a resume must not change them.
@@ -120,9 +127,14 @@ def save_state(mngr: ocp.CheckpointManager, state: TrainState, meta: dict) -> No
 
 
 def restore_state(mngr: ocp.CheckpointManager, step: int, target: TrainState) -> tuple:
-    """Restore `step` into the structure and shardings of `target` -> (state, meta)."""
-    opt = {"g_opt": target.g_opt, "d_opt": target.d_opt, "step": target.step,
-           "nimg": target.nimg}  # fmt: skip
+    """Restore `step` into the structure and shardings of `target` -> (state, meta). A step
+    saved with one Adam count for all parameters (before per-parameter counts) restores
+    with that count given to every parameter."""
+    legacy = _single_adam_count(mngr, step)
+    g_opt, d_opt = target.g_opt, target.d_opt
+    if legacy:  # the saved structure: one count leaf per optimizer
+        g_opt, d_opt = (_one_count(o) for o in (g_opt, d_opt))
+    opt = {"g_opt": g_opt, "d_opt": d_opt, "step": target.step, "nimg": target.nimg}
     r = checkpoint.restore_step(
         mngr,
         step,
@@ -135,9 +147,29 @@ def restore_state(mngr: ocp.CheckpointManager, step: int, target: TrainState) ->
         ),
     )
     o = r["opt"]
+    if legacy:
+        o = {**o, "g_opt": per_param_counts(o["g_opt"]), "d_opt": per_param_counts(o["d_opt"])}
     state = TrainState(step=o["step"], nimg=o["nimg"], g=r["G"], g_ema=r["G_ema"], d=r["D"],
                        g_opt=o["g_opt"], d_opt=o["d_opt"])  # fmt: skip
     return state, r["meta"]
+
+
+def _single_adam_count(mngr: ocp.CheckpointManager, step: int) -> bool:
+    """Whether `step` saved G's Adam with one step count (a leaf, not a tree per parameter)."""
+    try:
+        item = as_path(mngr.directory) / str(step) / "opt"
+        tree = ocp.StandardCheckpointHandler().metadata(epath.Path(str(item))).tree
+        count = tree["g_opt"][0]["count"]
+    except Exception:  # unreadable: the restore itself reports the damaged step
+        return False
+    return not isinstance(count, dict)
+
+
+def _one_count(opt_state):
+    """`opt_state` (per-parameter counts) with one count leaf, as older steps saved it."""
+    adam, *rest = opt_state
+    one = jax.tree.leaves(adam.count)[0]
+    return (adam._replace(count=one), *rest)
 
 
 @jax.jit

@@ -50,9 +50,47 @@ class Networks:
 
 def adam(lr: float, betas, eps: float, reg_interval: int) -> optax.GradientTransformation:
     """torch.optim.Adam with StyleGAN2's lazy-regularisation scaling (`schedules.lazy_adam`:
-    lr·k/(k+1), β**(k/(k+1)) for reg_interval k > 0; unscaled for 0, EG3D's None)."""
+    lr·k/(k+1), β**(k/(k+1)) for reg_interval k > 0; unscaled for 0, EG3D's None).
+    State: (ScaleByAdamState with a step count per parameter, optax's scale state)."""
     lr, (b1, b2) = schedules.lazy_adam(lr, betas, reg_interval)
-    return optax.adam(lr, b1=b1, b2=b2, eps=eps)
+    return optax.chain(scale_by_adam_per_param(b1, b2, eps), optax.scale_by_learning_rate(lr))
+
+
+def scale_by_adam_per_param(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+    """optax.scale_by_adam with one step count per parameter, as torch.optim.Adam keeps
+    (`state[p]['step']`): a phase that leaves a parameter out (train/step.py `UNTOUCHED`) keeps
+    its count with its moments, so its later bias corrections are torch's. `count` is a tree
+    like the params of int32 []; with equal counts the arithmetic is optax.scale_by_adam's."""
+
+    def init_fn(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        count = jax.tree.map(lambda _: jnp.zeros([], jnp.int32), params)
+        return optax.ScaleByAdamState(count=count, mu=zeros, nu=jax.tree.map(jnp.copy, zeros))
+
+    def update_fn(updates, state, params=None):
+        del params
+        mu = jax.tree.map(lambda g, m: (1 - b1) * g + b1 * m, updates, state.mu)
+        nu = jax.tree.map(lambda g, v: (1 - b2) * (g**2) + b2 * v, updates, state.nu)
+        count = jax.tree.map(optax.safe_increment, state.count)
+
+        def step(m, v, k):
+            m_hat = m / (1 - b1**k).astype(m.dtype)
+            v_hat = v / (1 - b2**k).astype(v.dtype)
+            return m_hat / (jnp.sqrt(v_hat) + eps)
+
+        return jax.tree.map(step, mu, nu, count), optax.ScaleByAdamState(count, mu, nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def per_param_counts(opt_state):
+    """An optimizer state saved with one step count for all parameters (before per-parameter
+    counts) -> the same state with that count given to every parameter."""
+    adam, *rest = opt_state
+    if jax.tree.structure(adam.count) == jax.tree.structure(adam.mu):
+        return opt_state
+    count = jax.tree.map(lambda _: jnp.asarray(adam.count, jnp.int32), adam.mu)
+    return (adam._replace(count=count), *rest)
 
 
 def make_networks(g_cfg: GeneratorConfig, d_cfg: DiscriminatorConfig, train: TrainConfig,

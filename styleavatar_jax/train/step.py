@@ -270,7 +270,7 @@ def accumulate(loss_fn, params, carry, inputs: dict, micro, accum: int):
 def _apply(tx, params, opt_state, grads, untouched: tuple[tuple[str, ...], ...] = ()):
     """One optimizer step. `untouched`: path prefixes of parameters the phase's loss does not
     reach; they and their Adam moments stay as they are, as torch.optim.Adam skips
-    parameters whose .grad is None (the count, one for all parameters, still advances)."""
+    parameters whose .grad is None (with their step counts: `state.scale_by_adam_per_param`)."""
     updates, new_state = tx.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
     if untouched:
