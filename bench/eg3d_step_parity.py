@@ -16,6 +16,11 @@ after the iteration (1e-4·max|x|: G, D, G_ema, both Adam moment sets, w_avg), s
 with EG3D's gradients (eg3d_parity.check_iteration); gradients also get 2e-4 of their
 phase's largest gradient (eg3d_parity.GRAD_FLOOR). Our own iteration's state is printed too.
 
+EG3D's own float32 rounding (default on; --no-float64 skips it, about 5× EG3D's float32 time
+on CPU): each phase of EG3D runs again in float64 from the float32 run's starting G and D with
+the same draws (eg3d_step_record.float64_reference); a loss's or gradient's tolerance is then
+at least eg3d_parity.NOISE_K (4) times max|EG3D f32 − EG3D f64| of it, the "noise" column.
+
 Settings EG3D keeps outside the snapshot (train.py flags) are flags here with train.py's
 defaults: --gamma, --blur-sigma (blur_fade_kimg = batch·200/32), --gpc-reg-fade-kimg,
 --g-reg-interval, --d-reg-interval, --lr-g, --lr-d, --ema-rampup; density_reg, its p_dist
@@ -76,22 +81,28 @@ def main(argv=None) -> int:
     p.add_argument("--ema-rampup", default="0.05", help="a number, or 'none' (train.py --resume)")
     p.add_argument("--top", type=int, default=10, help="print the N worst tensors")
     p.add_argument("--save", help="also write EG3D's recorded iteration to this .npz")
+    p.add_argument("--no-float64", dest="float64", action="store_false",
+                   help="skip EG3D's float64 rerun (no noise floors)")  # fmt: skip
     p.add_argument("--xla-optimize", action="store_true", help="compile ours with XLA's "
                    "optimisations (default: most off, as the tests; on XLA:CPU the optimised "
                    "Greg moves its gradients by up to 10%% of max|g|: DESIGN.md §10)")  # fmt: skip
     args = p.parse_args(argv)
     jax.config.update("jax_disable_most_optimizations", not args.xla_optimize)
 
-    from eg3d_step_record import EG3D_PHASES, build_from_snapshot, record_iteration
+    from eg3d_step_record import (
+        EG3D_PHASES,
+        build_from_snapshot,
+        float64_reference,
+        noise_floors,
+        record_iteration,
+    )
 
     t0 = time.perf_counter()
     snap = load_eg3d_pickle(args.snapshot)
     if snap.G is None or snap.D is None or snap.G_ema is None:
         print(f"{args.snapshot}: needs G, G_ema and D (a training snapshot)", file=sys.stderr)
         return 2
-    t = build_from_snapshot(
-        args.eg3d_src,
-        snap,
+    kw = dict(
         batch=args.batch,
         cur_nimg=int(round(args.cur_kimg * 1000)),
         seed=args.seed,
@@ -104,8 +115,15 @@ def main(argv=None) -> int:
         lr_d=args.lr_d,
         ema_rampup=None if args.ema_rampup.lower() == "none" else float(args.ema_rampup),
     )
+    t = build_from_snapshot(args.eg3d_src, snap, **kw)
     inputs = random_inputs(args.seed, args.batch, t.D.img_resolution, t.G.z_dim, EG3D_PHASES)
-    ref = record_iteration(t, *inputs)
+    starts = {} if args.float64 else None
+    ref = record_iteration(t, *inputs, save_starts=starts)
+    t64 = time.perf_counter()
+    if args.float64:
+        ref.update(noise_floors(ref, float64_reference(args.eg3d_src, snap, ref, starts,
+                                                       inputs, **kw)))  # fmt: skip
+        del starts
     t1 = time.perf_counter()
     if args.save:
         np.savez_compressed(args.save, **ref)
@@ -114,13 +132,17 @@ def main(argv=None) -> int:
 
     s = t.settings
     print(f"{args.snapshot}: batch {args.batch}, neural res {s['neural_res']}, cur_kimg "
-          f"{args.cur_kimg:g}; EG3D {t.ops} {t1 - t0:.1f} s, ours {t2 - t1:.1f} s")  # fmt: skip
-    print(f"{'phase':8s} {'EG3D loss':>14s} {'ours':>14s} {'rel err':>9s}")
+          f"{args.cur_kimg:g}; EG3D {t.ops} {t64 - t0:.1f} s"
+          + (f" (float64 {t1 - t64:.1f} s)" if args.float64 else "")
+          + f", ours {t2 - t1:.1f} s")  # fmt: skip
+    noise = lambda key: float(ref.get(f"noise/{key}", np.nan))  # noqa: E731
+    print(f"{'phase':8s} {'EG3D loss':>14s} {'ours':>14s} {'rel err':>9s} {'rel noise':>9s}")
     for phase in EG3D_PHASES:
         theirs = float(ref[f"loss/{phase}"])
         ours = float(metrics[phase][eg3d_parity.LOSS_METRIC[phase]])
-        rel = abs(ours - theirs) / max(abs(theirs), 1e-30)
-        print(f"{phase:8s} {theirs:14.7g} {ours:14.7g} {rel:9.2e}")
+        scale = max(abs(theirs), 1e-30)
+        rel, rel_noise = abs(ours - theirs) / scale, noise(f"loss/{phase}") / scale
+        print(f"{phase:8s} {theirs:14.7g} {ours:14.7g} {rel:9.2e} {rel_noise:9.2e}")
     print(f"\n{'group':20s} {'worst err/tol':>13s}  tensor")
     for group, (ratio, key) in sorted(eg3d_parity.summary(rows).items()):
         print(f"{group:20s} {ratio:13.3f}  {key}")
@@ -129,9 +151,9 @@ def main(argv=None) -> int:
         print(f"{group:20s} {ratio:13.3f}  {key}")
     ratio = lambda r: r[1] / r[2] if r[2] > 0 else (np.inf if r[1] > 0 else 0.0)
     ranked = sorted(rows, key=ratio)
-    print(f"\nworst {args.top} of {len(rows)} tensors (max |Δ|, tolerance):")
+    print(f"\nworst {args.top} of {len(rows)} tensors (max |Δ|, tolerance, EG3D's f32 noise):")
     for key, err, tol in ranked[::-1][: args.top]:
-        print(f"  {key:70s} {err:10.3e} {tol:10.3e}")
+        print(f"  {key:70s} {err:10.3e} {tol:10.3e} {noise(key):10.3e}")
     bad = [r for r in rows if not r[1] <= r[2]]
     print(f"\n{len(bad)} of {len(rows)} tensors past the tolerances" if bad else "\nall within")
     return 1 if bad else 0

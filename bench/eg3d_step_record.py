@@ -86,10 +86,15 @@ class DrawRecorder:
 
 class _Hooks:
     """eg3d_train_iteration's hooks: name the phase for the recorder, capture the loss EG3D
-    reports (training_stats.report; Greg's TVloss through l1_loss) and the gradients."""
+    reports (training_stats.report; Greg's TVloss through l1_loss) and the gradients; save
+    each phase's starting G and D state into `save_starts`, or load it from `load_starts`."""
 
-    def __init__(self, torch, recorder: DrawRecorder, density_reg: float):
-        self.torch, self.recorder, self.density_reg = torch, recorder, density_reg
+    def __init__(self, t: EG3DTraining, recorder: DrawRecorder, save_starts=None,
+                 load_starts=None):  # fmt: skip
+        self.torch, self.recorder = t.torch, recorder
+        self.density_reg = float(t.G.rendering_kwargs.get("density_reg", 0))
+        self.nets = {"G": t.G, "D": t.D}
+        self.save_starts, self.load_starts = save_starts, load_starts
         self.losses: dict[str, float] = {}
         self.grads: dict[str, dict[str, np.ndarray]] = {}
         self.reports: dict[str, list] = {}
@@ -97,6 +102,14 @@ class _Hooks:
     def before_phase(self, name: str) -> None:
         self.recorder.phase = name
         self.reports = {}
+        if self.save_starts is not None:
+            self.save_starts[name] = {
+                k: {n: v.detach().clone() for n, v in net.state_dict().items()}
+                for k, net in self.nets.items()
+            }
+        if self.load_starts is not None:
+            for k, net in self.nets.items():
+                net.load_state_dict(self.load_starts[name][k])  # casts to net's dtype
 
     def after_phase(self, name: str, module) -> None:
         wanted = {"Gmain": "Loss/G/loss", "Dmain": "Loss/D/loss", "Dreg": "Loss/r1_penalty"}
@@ -160,11 +173,22 @@ def build_from_snapshot(src: str, snap, *, batch: int, cur_nimg: int, **kwargs) 
 
 
 def record_iteration(
-    t: EG3DTraining, image_u8, label, gen_z, gen_c, *, replace: Callable | None = None
+    t: EG3DTraining,
+    image_u8,
+    label,
+    gen_z,
+    gen_c,
+    *,
+    replace: Callable | None = None,
+    save_starts: dict | None = None,
+    load_starts: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """Run one EG3D iteration (all its phases) on the real batch image_u8 [B, R, R, 3] uint8 /
     label [B, 25] with each phase's gen_z / gen_c (dicts by phase name) and record it in
-    eg3d_parity.py's format (meta holds the phases; the caller adds its settings)."""
+    eg3d_parity.py's format (meta holds the phases; the caller adds its settings).
+    save_starts: a dict that gets each phase's starting G and D state dicts (by phase);
+    load_starts: such a dict, loaded into G and D as each phase starts (`float64_reference`).
+    Inputs go in as float32 values in torch's default dtype; losses are kept in it."""
     torch = t.torch
     names = {id(m): name for name, m in t.G.named_modules() if name}
     names[id(t.D)] = "D"
@@ -173,12 +197,14 @@ def record_iteration(
         raise ValueError(f"EG3D runs {phases}: the check needs {EG3D_PHASES} (lazy "
                          "regularisation on for both G and D)")  # fmt: skip
     settings = dict(t.settings, cur_nimg=t.cur_nimg, torch_version=torch.__version__)
-    to = lambda x: torch.from_numpy(np.array(x, np.float32)).to(t.device)  # noqa: E731
-    real = to(np.asarray(image_u8).transpose(0, 3, 1, 2)) / 127.5 - 1
+    dtype = torch.get_default_dtype()
+    to = lambda x: torch.from_numpy(np.array(x, np.float32)).to(t.device, dtype)  # noqa: E731
+    real = torch.from_numpy(np.asarray(image_u8, np.float32).transpose(0, 3, 1, 2)) / 127.5 - 1
+    real = real.to(t.device, dtype)  # rounded to float32 first, as the float32 run's
     zs = [to(gen_z[p]) for p in phases]
     cs = [to(gen_c[p]) for p in phases]
     recorder = DrawRecorder(torch, names, replace)
-    hooks = _Hooks(torch, recorder, float(t.G.rendering_kwargs.get("density_reg", 0)))
+    hooks = _Hooks(t, recorder, save_starts, load_starts)
     with recorder, hooks.capture():
         eg3d_train_iteration(t, EG3D_PHASES, real, to(label), zs, cs, hooks=hooks)
 
@@ -199,7 +225,7 @@ def record_iteration(
         order.append(r)
     out["rng/order"] = np.array(json.dumps(order))
     for p in phases:
-        out[f"loss/{p}"] = np.float32(hooks.losses[p])
+        out[f"loss/{p}"] = np.asarray(hooks.losses[p], str(dtype).split(".")[-1])
         out.update({f"grad/{p}/{k}": v for k, v in hooks.grads[p].items()})
     for name, net in (("G", t.G), ("G_ema", t.G_ema), ("D", t.D)):
         for k, v in net.state_dict().items():
@@ -248,4 +274,101 @@ def subsample(ref: dict[str, np.ndarray], cap: int) -> dict[str, np.ndarray]:
             v = np.ascontiguousarray(v.ravel()[::stride])
         out[k] = v
     out["meta"] = np.array(json.dumps(meta))
+    return out
+
+
+class Replay:
+    """A `replace` policy: every draw is the same draw of a recorded iteration (records with
+    'value', eg3d_parity.record_values), checked to come from the same call."""
+
+    def __init__(self, records: list[dict]):
+        self.records = records
+
+    def seed(self, rec: dict) -> None:
+        return None
+
+    def __call__(self, rec: dict):
+        r = self.records[rec["index"]] if rec["index"] < len(self.records) else {}
+        if (r.get("fn"), list(r.get("shape", ())), r.get("caller")) != (
+            rec["fn"],
+            rec["shape"],
+            rec["caller"],
+        ):
+            raise RuntimeError(f"replay: draw {rec['index']} ({rec['fn']} {rec['shape']} at "
+                               f"{rec['caller']}) is not the recorded one")  # fmt: skip
+        return r["value"]
+
+
+class _Float64Torch:
+    """The torch module as EG3D's modules see it in float64: float32 is float64."""
+
+    def __init__(self, torch):
+        self._torch = torch
+
+    def __getattr__(self, name):
+        if name in ("float32", "float"):
+            return self._torch.float64
+        return getattr(self._torch, name)
+
+
+@contextlib.contextmanager
+def eg3d_float64(src: str):
+    """EG3D's code computing in float64 while inside: torch's default dtype float64, every
+    EG3D module (training.*, torch_utils.*) reading torch.float32 as float64 (its mapping's
+    z/c casts, blocks' dtype, upfirdn2d's filters and dtype asserts, the renderer's linspace
+    and pixel grid) and Tensor.float() as double() (the renderer's grid_sample coordinates)."""
+    from generator import load_eg3d
+
+    torch = load_eg3d(src, "cpu")[0]
+    import training.dual_discriminator  # noqa: F401
+    import training.loss  # noqa: F401
+    from torch_utils import misc, training_stats  # noqa: F401
+    from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix  # noqa: F401
+
+    proxy = _Float64Torch(torch)
+    mods = [m for name, m in list(sys.modules.items())
+            if name.split(".")[0] in ("training", "torch_utils")
+            and getattr(m, "torch", None) is torch]  # fmt: skip
+    default, to_float = torch.get_default_dtype(), torch.Tensor.float
+    try:
+        for m in mods:
+            m.torch = proxy
+        torch.set_default_dtype(torch.float64)
+        torch.Tensor.float = torch.Tensor.double
+        yield
+    finally:
+        torch.Tensor.float = to_float
+        torch.set_default_dtype(default)
+        for m in mods:
+            m.torch = torch
+
+
+def float64_reference(
+    src: str, snap, ref: dict, starts: dict, inputs: tuple, **build_kwargs
+) -> dict[str, np.ndarray]:
+    """EG3D's losses and gradients of `ref`'s iteration (record_iteration's float32 record,
+    full tensors) computed in float64: each phase from the float32 run's exact starting G and
+    D (`starts`, its save_starts), with its draws and inputs (float32 values). -> {loss/...,
+    grad/...} float64: the float32 rounding of EG3D's own numbers is ref − this."""
+    from styleavatar_jax.train.eg3d_parity import record_values
+
+    with eg3d_float64(src):
+        t = build_from_snapshot(src, snap, **build_kwargs)
+        for net in (t.G, t.D, t.G_ema):
+            net.double()  # parameters keep their objects: the Adams still hold them
+        out = record_iteration(t, *inputs, replace=Replay(record_values(ref)), load_starts=starts)
+    for k, v in out.items():
+        if k.split("/")[0] == "grad" and v.dtype != np.float64:
+            raise RuntimeError(f"{k}: EG3D computed it in {v.dtype}, not float64")
+    return {k: v for k, v in out.items() if k.split("/")[0] in ("loss", "grad")}
+
+
+def noise_floors(ref: dict, ref64: dict) -> dict[str, np.ndarray]:
+    """noise/<key>: max|ref − ref64| of every loss and gradient of `ref` (full tensors): how
+    far EG3D's float32 numbers are from its float64 ones (eg3d_parity.NOISE_K)."""
+    out = {}
+    for k, v in ref.items():
+        if k.split("/")[0] in ("loss", "grad"):
+            d = np.abs(np.asarray(v, np.float64) - ref64[k]).max(initial=0.0)
+            out[f"noise/{k}"] = np.float32(d)
     return out

@@ -6,7 +6,9 @@ relative, every parameter's gradient within 1e-3·max|g| of its tensor, and ever
 the iteration (G, D, both Adam moment sets, G_ema after the EMA, w_avg) within 1e-4·max|x|.
 The state is stepped with EG3D's gradients (eg3d_parity.with_reference_grads: Adam's first
 step is about lr·sign(g), so a gradient element at float-noise level would flip it);
-gradient tolerances add 2e-4 of the phase's largest gradient (eg3d_parity.GRAD_FLOOR).
+gradient tolerances add 2e-4 of the phase's largest gradient (eg3d_parity.GRAD_FLOOR), and
+are at least eg3d_parity.NOISE_K times EG3D's own float32 rounding error of that loss or
+gradient (the fixture's noise/ scalars: max|f32 − f64| of EG3D's, each phase rerun in float64).
 The iteration covers: blur σ = 6 (inside the fade), swap probability 0.75 with coins on both
 sides, dual-image R1 (gain 16), density L1 (gain 4), lazy Adam scaling, G_ema with the
 ramp-up (β = 0.5^(4/500)), EG3D's 25-d camera label for D.
@@ -78,6 +80,42 @@ def test_losses_gradients_and_state_match_eg3d(checked):
     assert {"after/G", "after/G_ema", "after/D", "after/G_opt", "after/D_opt"} <= groups
     bad = [(k, e, t) for k, e, t in rows if not e <= t]
     assert not bad, f"off EG3D (key, err, tol): {bad[:20]}\nworst per group:\n{report}"
+
+
+def test_noise_floors_are_float32_rounding(ref):
+    """Every loss and gradient has its measured noise/ scalar, and it is rounding-sized: a
+    loss's within 1e-5 of it (measured 4e-7: the base tolerance is 1e-4), a gradient's within
+    5e-4 of its phase's largest gradient (measured 1.5e-4, Greg's noise_strength: a sum of
+    noise·∂L/∂x over every pixel of densities 0.004 apart; the D phases' 3e-6)."""
+    meta = json.loads(str(ref["meta"]))
+    keys = [k for k in ref if k.split("/")[0] in ("loss", "grad")]
+    assert keys and all(f"noise/{k}" in ref for k in keys)
+    phase_max = {}
+    for k in keys:
+        if k.startswith("grad/"):
+            m = meta["subsampled"].get(k, [0, 0, np.abs(ref[k]).max()])[2]
+            phase_max[k.split("/")[1]] = max(phase_max.get(k.split("/")[1], 0.0), m)
+    for k in keys:
+        noise = float(ref[f"noise/{k}"])
+        if k.startswith("loss/"):
+            assert 0 <= noise <= 1e-5 * abs(float(ref[k])), (k, noise)
+        else:
+            assert 0 <= noise <= 5e-4 * phase_max[k.split("/")[1]], (k, noise)
+    assert any(float(ref[f"noise/{k}"]) > 0 for k in keys)
+
+
+def test_noise_floor_rule():
+    """compare: tolerance max(base, NOISE_K·noise) for a key with a noise/ entry."""
+    g = np.array([1.0, -0.5], np.float32)
+    ref = {"meta": np.array(json.dumps({})), "loss/Dreg": np.float32(2.0),
+           "grad/Dreg/b": g, "grad/Dreg/w": g, "noise/grad/Dreg/b": np.float32(0.01),
+           "noise/loss/Dreg": np.float32(1e-9)}  # fmt: skip
+    ours = {"loss/Dreg": np.float32(2.0), "grad/Dreg/b": g + 0.03, "grad/Dreg/w": g + 0.03}
+    tol = {k: t for k, _, t in eg3d_parity.compare(ref, ours)}
+    base = eg3d_parity.GRAD_RTOL + eg3d_parity.GRAD_FLOOR
+    assert tol["grad/Dreg/b"] == pytest.approx(eg3d_parity.NOISE_K * 0.01)
+    assert tol["grad/Dreg/w"] == pytest.approx(base)
+    assert tol["loss/Dreg"] == pytest.approx(eg3d_parity.LOSS_RTOL * 2)
 
 
 def test_gradients_are_not_trivially_zero(checked, ref):

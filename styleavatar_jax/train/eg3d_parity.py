@@ -22,13 +22,19 @@ and EG3D's source): the committed fixture tests/fixtures/eg3d_tiny_step.npz
     grad/<phase>/<name>       p.grad after the phase's backward passes (torch layout)
     after/<net>/<name>        state_dict after the iteration (G, G_ema, D)
     after/<net>_opt/<name>/exp_avg, .../exp_avg_sq   Adam moments (G_opt, D_opt)
+    noise/loss/<phase>, noise/grad/<phase>/<name>    optional float32 scalars: max|EG3D
+                              float32 − EG3D float64| of that loss / full gradient, each
+                              phase run in float64 from the float32 run's starting state
+                              with its draws (bench/eg3d_step_record.py float64_reference)
 
 A tensor named in meta['subsampled'] (name -> [shape, step, absmax]) is stored as
 `x.ravel()[::step]` of the full tensor, with the full tensor's max|x|; comparisons take the
 same elements of ours (the fixture keeps its size small; a live run compares everything).
 
 Tolerances (issue 15): each phase's loss within 1e-4 relative; every parameter's gradient
-within 1e-3·max|g| of that tensor; every leaf after the iteration within 1e-4·max|x|.
+within 1e-3·max|g| of that tensor; every leaf after the iteration within 1e-4·max|x|. A loss
+or gradient with a noise/ entry gets at least NOISE_K times it: the reference's own float32
+rounding error, measured.
 """
 
 from __future__ import annotations
@@ -55,6 +61,16 @@ LOSS_RTOL, GRAD_RTOL, STATE_RTOL = 1e-4, 1e-3, 1e-4
 # every pixel; Greg's decoder output bias cancels exactly in exact arithmetic; Greg's L1 of
 # densities 0.004 apart): measured up to 4e-2·max|g| of such a tensor between EG3D and us.
 GRAD_FLOOR = 2e-4
+# A loss's or gradient's tolerance is at least NOISE_K times the reference's measured float32
+# rounding error (its noise/ entry, max|EG3D f32 − EG3D f64|): ours and EG3D round
+# independently (other summation orders), |ours − EG3D| ≤ |ours − f64| + |EG3D − f64|, so 4
+# admits ours up to 3× EG3D's own error. R1's bias gradients (second-order sums with heavy
+# cancellation) are the worst conditioned: rounding the real image to float32 alone moves
+# them by 2e-5·max|g|; ours' error is 0.1–1.3× EG3D's there from the same D, up to ~14×
+# (5e-5·max|g|) after a step, far inside 1e-3·max|g|. The floors matter
+# where EG3D's own error passes the base tolerance (Greg's noise_strength, 1.5e-4 of the
+# phase's largest gradient in the fixture).
+NOISE_K = 4.0
 # The metric of ours that is EG3D's recorded loss of each phase.
 LOSS_METRIC = {"Gmain": "G/loss", "Greg": "G/density_reg", "Dmain": "D/loss",
                "Dreg": "D/r1_penalty"}  # fmt: skip
@@ -238,7 +254,8 @@ def compare(ref: Mapping[str, np.ndarray], ours: Mapping[str, np.ndarray]):
     reference; tensors of ours the reference lacks must be 0 (a gradient EG3D never made, a
     moment torch's Adam never initialised). Error: |Δ| (losses) or max|Δ| over the stored
     elements; tolerance: the rtol times |loss| or the full tensor's max|ref|, for gradients
-    plus GRAD_FLOOR times the phase's largest gradient."""
+    plus GRAD_FLOOR times the phase's largest gradient; at least NOISE_K times the key's
+    noise/ entry where the reference has one."""
     sub = json.loads(str(ref["meta"])).get("subsampled", {})
     phase_max: dict[str, float] = {}
     for key in ref:
@@ -269,6 +286,8 @@ def compare(ref: Mapping[str, np.ndarray], ours: Mapping[str, np.ndarray]):
         tol = rtol * absmax
         if kind == "grad":
             tol += GRAD_FLOOR * phase_max["/".join(key.split("/")[:2])]
+        if f"noise/{key}" in ref:
+            tol = max(tol, NOISE_K * float(ref[f"noise/{key}"]))
         rows.append((key, float(np.abs(mine - theirs).max(initial=0.0)), tol))
     kinds = {k.split("/")[0] for k in ours}  # loss, grad, after: those ours holds
     missing = [k for k in ref if k.split("/")[0] in kinds and k not in ours]
