@@ -16,7 +16,7 @@ from styleavatar_jax.models.mapping import MappingNetwork
 from styleavatar_jax.models.superres import SR_SPECS, SuperResolution
 from styleavatar_jax.models.synthesis import SynthesisNetwork
 from styleavatar_jax.nn.layers import FullyConnected
-from styleavatar_jax.render.planes import sample_planes
+from styleavatar_jax.render.planes import materialize, sample_planes
 from styleavatar_jax.render.rays import pixel_rays
 from styleavatar_jax.render.renderer import RenderConfig, RenderUniforms, draw_uniforms, render
 
@@ -160,7 +160,8 @@ class TriPlaneGenerator(nn.Module):
         img = self.backbone.synthesis(ws, noise_mode=noise_mode)  # [B, H, W, 3·C]
         b, h, w, _ = img.shape
         # EG3D: .view(N, 3, 32, H, W) of the NCHW image: channel k -> plane k // 32.
-        return img.reshape(b, h, w, 3, self.cfg.plane_channels).transpose(0, 3, 1, 2, 4)
+        planes = img.reshape(b, h, w, 3, self.cfg.plane_channels).transpose(0, 3, 1, 2, 4)
+        return materialize(planes)
 
     def render_planes(self, planes, c, *, neural_res: int, uniforms: RenderUniforms | None = None):
         """planes [B, 3, H, W, C], c [B, 25] -> dict of renderer outputs at neural_res²."""

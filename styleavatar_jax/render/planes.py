@@ -43,6 +43,21 @@ def grid_sample(features: jax.Array, uv: jax.Array) -> jax.Array:
     return out
 
 
+def materialize(planes: jax.Array) -> jax.Array:
+    """planes [..., C] unchanged, as a buffer of their own (an identity matmul over C).
+
+    XLA:CPU fuses the elementwise producer of the planes (the backbone's last skip add:
+    up-sampled image + ToRGB output + bias, and the transpose to [B, 3, H, W, C]) into
+    every `grid_sample` gather fusion, recomputing it per gathered element; reading two
+    buffers there keeps LLVM from vectorising the loop and the renderer ran ~4x slower
+    (BENCHMARKS, generator on CPU). An optimization barrier does not stop it (XLA removes
+    barriers before fusion); a dot is never fused into a loop fusion, so its output is
+    materialised once. x·1 + Σ 0·y is exact for finite values, in "highest" precision.
+    """
+    eye = jnp.eye(planes.shape[-1], dtype=planes.dtype)
+    return jnp.einsum("...c,cd->...d", planes, eye, precision="highest")
+
+
 def sample_planes(planes: jax.Array, coords: jax.Array, *, box_warp: float, axes: str = "eg3d"):
     """planes [B, 3, H, W, C], coords [B, M, 3] -> features [B, 3, M, C]."""
     b, p, h, w, c = planes.shape
