@@ -256,4 +256,8 @@ def test_a_step_saved_with_one_adam_count_resumes_with_it_per_parameter(tmp_path
     for a, b in zip(jax.tree.leaves(back.g_opt[0].mu), jax.tree.leaves(state.g_opt[0].mu),
                     strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Each count its own buffer: the train step donates the state (a shared buffer would be
+    # donated twice, which XLA refuses).
+    bump = jax.jit(lambda o: jax.tree.map(lambda x: x + 1, o), donate_argnums=0)
+    assert {int(c) for c in jax.tree.leaves(bump(back.g_opt)[0].count)} == {8}
     mngr.close()

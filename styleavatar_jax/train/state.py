@@ -89,7 +89,8 @@ def per_param_counts(opt_state):
     adam, *rest = opt_state
     if jax.tree.structure(adam.count) == jax.tree.structure(adam.mu):
         return opt_state
-    count = jax.tree.map(lambda _: jnp.asarray(adam.count, jnp.int32), adam.mu)
+    # A copy per parameter: leaves sharing one buffer cannot be donated to the train step.
+    count = jax.tree.map(lambda _: jnp.array(adam.count, jnp.int32, copy=True), adam.mu)
     return (adam._replace(count=count), *rest)
 
 
