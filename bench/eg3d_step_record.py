@@ -263,7 +263,10 @@ class NumpyDraws:
 
 def subsample(ref: dict[str, np.ndarray], cap: int) -> dict[str, np.ndarray]:
     """Keep at most ~cap evenly strided elements of every grad/after tensor larger than
-    cap, recording [shape, stride, max|x|] in meta['subsampled'] (eg3d_parity.py)."""
+    cap, recording [shape, stride, max|x|] in meta['subsampled'] (eg3d_parity.py). A
+    subsampled gradient also keeps the sign of every element, as `gradsign/<phase>/<name>`
+    (eg3d_parity.pack_signs: 2 bits an element), so the parity check can step the unstored
+    elements in EG3D's direction."""
     meta = json.loads(str(ref["meta"]))
     sub = meta.setdefault("subsampled", {})
     out = {}
@@ -271,6 +274,10 @@ def subsample(ref: dict[str, np.ndarray], cap: int) -> dict[str, np.ndarray]:
         if k.split("/")[0] in ("grad", "after") and v.size > cap:
             stride = -(-v.size // cap)
             sub[k] = [list(v.shape), stride, float(np.abs(v).max())]
+            if k.startswith("grad/"):
+                from styleavatar_jax.train.eg3d_parity import pack_signs
+
+                out["gradsign/" + k[len("grad/") :]] = pack_signs(v)
             v = np.ascontiguousarray(v.ravel()[::stride])
         out[k] = v
     out["meta"] = np.array(json.dumps(meta))

@@ -30,6 +30,9 @@ and EG3D's source): the committed fixture tests/fixtures/eg3d_tiny_step.npz
 A tensor named in meta['subsampled'] (name -> [shape, step, absmax]) is stored as
 `x.ravel()[::step]` of the full tensor, with the full tensor's max|x|; comparisons take the
 same elements of ours (the fixture keeps its size small; a live run compares everything).
+A subsampled gradient also has `gradsign/<phase>/<name>`: the sign of every element
+(`pack_signs`, 2 bits an element), so that `with_reference_grads` steps the unstored
+elements in EG3D's direction with our magnitudes.
 
 Tolerances (issue 15): each phase's loss within 1e-4 relative; every parameter's gradient
 within 1e-3·max|g| of that tensor; every leaf after the iteration within 1e-4·max|x|. A loss
@@ -200,13 +203,27 @@ def run_iteration(
     return metrics, grads, jax.device_get(state)
 
 
+def pack_signs(x: np.ndarray) -> np.ndarray:
+    """sign(x) of any shape -> uint8 [ceil(2·x.size / 8)]: the bits of x > 0, then x < 0."""
+    flat = np.asarray(x).ravel()
+    return np.packbits(np.concatenate([flat > 0, flat < 0]))
+
+
+def unpack_signs(packed: np.ndarray, size: int) -> np.ndarray:
+    """pack_signs' inverse: float32 [size] of +1, -1 and 0."""
+    bits = np.unpackbits(np.asarray(packed, np.uint8), count=2 * size).astype(np.float32)
+    return bits[:size] - bits[size:]
+
+
 def with_reference_grads(ref: Mapping[str, np.ndarray]):
     """replace(phase, grads) for `run_iteration`: our gradient trees with every element the
-    reference holds set to EG3D's (all of a tensor, or its stored subsample) and tensors
-    EG3D gave no gradient set to 0. Adam and the EMA are elementwise, so the stored elements
-    of the state after the iteration then follow from EG3D's gradients alone: the optimizer
-    steps, lazy scaling and EMA are checked without the gradients' float noise (Adam's
-    first step is about lr·sign(g): a gradient element at noise level may flip it)."""
+    reference holds set to EG3D's (all of a tensor, or its stored subsample), the other
+    elements of a subsampled tensor given EG3D's sign (|ours|·sign(EG3D); 0 where EG3D's is
+    0) and tensors EG3D gave no gradient set to 0. Adam and the EMA are elementwise, so the
+    stored elements of the state after the iteration then follow from EG3D's gradients
+    alone: the optimizer steps, lazy scaling and EMA are checked without the gradients'
+    float noise (Adam's first step is about lr·sign(g): a gradient element at noise level
+    may flip it), and the next phase starts from EG3D's directions everywhere."""
     sub = json.loads(str(ref["meta"])).get("subsampled", {})
 
     def replace(phase, grads):
@@ -218,7 +235,11 @@ def with_reference_grads(ref: Mapping[str, np.ndarray]):
             if key not in ref:
                 t[...] = 0
             elif key in sub:
-                t.reshape(-1)[:: sub[key][1]] = ref[key]
+                flat = t.reshape(-1)
+                signs = "gradsign/" + key[len("grad/") :]
+                if signs in ref:
+                    flat[:] = np.abs(flat) * unpack_signs(ref[signs], flat.size)
+                flat[:: sub[key][1]] = ref[key]
             else:
                 t[...] = ref[key]
             out[path] = to_flax_layout(path[-1], t)
