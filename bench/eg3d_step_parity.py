@@ -62,6 +62,38 @@ def random_inputs(seed: int, batch: int, res: int, z_dim: int, phases):
     return image, label, gen_z, gen_c
 
 
+def check_inputs(eg3d_src: str, snapshot: str):
+    """(problem, snapshot, our converted networks), before any heavy work. problem: None, or
+    what is wrong: EG3D's source missing or torch not importing, a snapshot that is not an
+    EG3D training snapshot, or one whose architecture our converter does not support (the
+    converter's message names the field)."""
+    src = Path(eg3d_src)
+    missing = [n for n in ("training/triplane.py", "training/loss.py", "torch_utils") if
+               not (src / n).exists()]  # fmt: skip
+    if missing:
+        return (f"--eg3d-src {eg3d_src}: not EG3D's eg3d/ folder (no {', '.join(missing)}); "
+                "expected NVlabs/eg3d's eg3d/ directory (commit 7cf1fd1)"), None, None  # fmt: skip
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        return f"--eg3d-src needs torch to run EG3D, which does not import here: {e}", None, None
+    try:
+        snap = load_eg3d_pickle(snapshot)
+    except Exception as e:  # the reader's message names the file and what it expected
+        return f"--snapshot: {e}", None, None
+    if snap.G is None or snap.D is None or snap.G_ema is None:
+        return (
+            f"--snapshot {snapshot}: needs G, G_ema and D (an EG3D training snapshot)",
+            None,
+            None,
+        )
+    try:
+        nets = convert_pickle(snapshot)
+    except (ValueError, KeyError, TypeError) as e:
+        return f"--snapshot {snapshot}: our converter does not support it: {e}", None, None
+    return None, snap, nets
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -98,9 +130,9 @@ def main(argv=None) -> int:
     )
 
     t0 = time.perf_counter()
-    snap = load_eg3d_pickle(args.snapshot)
-    if snap.G is None or snap.D is None or snap.G_ema is None:
-        print(f"{args.snapshot}: needs G, G_ema and D (a training snapshot)", file=sys.stderr)
+    problem, snap, ours_nets = check_inputs(args.eg3d_src, args.snapshot)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     kw = dict(
         batch=args.batch,
@@ -127,7 +159,7 @@ def main(argv=None) -> int:
     t1 = time.perf_counter()
     if args.save:
         np.savez_compressed(args.save, **ref)
-    rows, metrics, own = eg3d_parity.check_iteration(ref, convert_pickle(args.snapshot))
+    rows, metrics, own = eg3d_parity.check_iteration(ref, ours_nets)
     t2 = time.perf_counter()
 
     s = t.settings

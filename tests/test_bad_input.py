@@ -265,3 +265,42 @@ def test_missing_shipped_files_say_how_to_restore_them(cli_error, tmp_path, monk
     assert f"--view-classifier={vc}: no such file" in msg
     assert "`git checkout -- pretrained/vc.npz`" in msg
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "src, snapshot, names",
+    [
+        ("{tmp}", "tests/fixtures/eg3d_tiny.pkl", "--eg3d-src {tmp}: not EG3D's eg3d/ folder"),
+        ("{eg3d}", "{tmp}/text.pkl", "--snapshot: {tmp}/text.pkl: not a pickle"),
+        ("{eg3d}", "pretrained/view_classifier64.npz", "not a pickle (it starts like a zip"),
+    ],
+)
+def test_step_parity_bench_names_the_bad_input(tmp_path, src, snapshot, names):
+    """bench/eg3d_step_parity.py: a folder that is not EG3D's or a file that is not an EG3D
+    snapshot is exit status 2 and a one-line reason, before EG3D or our step runs."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    eg3d = tmp_path / "eg3d"  # what the check looks for (nothing is imported from it)
+    for name in ("training/triplane.py", "training/loss.py", "torch_utils/__init__.py"):
+        (eg3d / name).parent.mkdir(parents=True, exist_ok=True)
+        (eg3d / name).write_text("")
+    (tmp_path / "text.pkl").write_text("hello\n")
+    fill = lambda s: s.format(tmp=tmp_path, eg3d=eg3d)  # noqa: E731
+    run = subprocess.run(
+        [
+            sys.executable,
+            "bench/eg3d_step_parity.py",
+            "--eg3d-src",
+            fill(src),
+            "--snapshot",
+            fill(snapshot),
+        ],  # fmt: skip
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 2, run.stderr
+    assert fill(names) in run.stderr and "Traceback" not in run.stderr, run.stderr
