@@ -11,7 +11,10 @@ Configs (all EG3D architectures; depth 48+48 unless said):
   ffhq512   FFHQ-512 exactly as trained: neural 128 -> SR8X-DC -> 512
 Each row: compile time (jit lower+compile), then the median of --iters timed calls
 (block_until_ready), a fresh render key per call, noise_mode='const'. Both sides compute
-the same function: the PyTorch G's random weights are converted into ours.
+the same function: the PyTorch G's random weights are converted into ours. FLOPs are XLA's
+cost analysis of the compiled program (the work it does, counted, not assumed); "of peak"
+divides the achieved rate by the device's dense peak for --dtype (PEAK_TFLOPS by device
+kind, or --peak-tflops): the roofline fraction.
 
 Importing EG3D's training/triplane.py needs torch (pin torch==2.13.0 on CPU) plus numpy,
 scipy, requests and click-free modules of its dnnlib; on CUDA its custom ops compile with
@@ -138,7 +141,33 @@ def bench_jax(cfg, neural_res, batch, iters, variables):
     compiled = f.lower(variables, z, c, jax.random.key(0)).compile()
     compile_s = time.perf_counter() - t
     run = lambda i: compiled(variables, z, c, jax.random.key(i)).block_until_ready()
-    return compile_s, time_calls(run, iters)
+    return compile_s, time_calls(run, iters), program_flops(compiled)
+
+
+def program_flops(compiled) -> float | None:
+    """FLOPs of one call of a compiled program, from XLA's cost analysis (None if absent)."""
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list | tuple):  # older jax: one dict per program
+        cost = cost[0] if cost else None
+    flops = (cost or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+# Dense (no sparsity) peak TFLOP/s by device kind, from the vendors' data sheets.
+PEAK_TFLOPS = {  # device_kind substring -> {dtype: TFLOP/s}
+    "H200": {"bfloat16": 989.4, "float32": 66.9},  # SXM
+    "H100 PCIe": {"bfloat16": 756.0, "float32": 51.2},
+    "H100": {"bfloat16": 989.4, "float32": 66.9},  # SXM (HBM3)
+    "A100": {"bfloat16": 312.0, "float32": 19.5},
+}
+
+
+def peak_tflops(dtype: str, override: float | None = None) -> float | None:
+    """The device's dense peak for `dtype` (float32: without TF32), or `override`."""
+    if override:
+        return override
+    kind = jax.devices()[0].device_kind
+    return next((v[dtype] for k, v in PEAK_TFLOPS.items() if k in kind), None)
 
 
 def load_eg3d(src: str, device: str):
@@ -215,7 +244,10 @@ def main() -> int:
     )
     p.add_argument("--skip", default="", help="config:batch pairs to skip, e.g. ffhq512:8")
     p.add_argument("--json", help="write the rows here")
+    p.add_argument("--peak-tflops", type=float, help="the device's dense peak for --dtype "
+                   "(default: from PEAK_TFLOPS by device kind; none on CPU)")  # fmt: skip
     args = p.parse_args()
+    peak = peak_tflops(args.dtype, args.peak_tflops)
 
     torch_mod = None
     if args.eg3d_src:
@@ -230,8 +262,10 @@ def main() -> int:
     rows = []
     header = (
         f"{'config':11s} {'batch':>5s} {'neural':>6s} {'out':>4s} {'dtype':9s} {'compile s':>9s} "
-        f"{'JAX s':>8s} {'img/s':>8s} {'EG3D s':>8s} {'JAX/EG3D':>9s}"
+        f"{'JAX s':>8s} {'img/s':>8s} {'EG3D s':>8s} {'JAX/EG3D':>9s} {'GFLOP/img':>9s} "
+        f"{'TFLOP/s':>8s} {'of peak':>7s}"
     )
+    print(f"peak: {peak} TFLOP/s ({args.dtype}, dense)" if peak else "peak: unknown")
     print(header)
     for name in args.configs.split(","):
         cfg, neural_res = CONFIGS[name]
@@ -252,7 +286,8 @@ def main() -> int:
                 variables = init_variables(G, jax.random.key(0))
             variables = jax.device_put(variables)
             # JAX first: torch's OpenMP workers keep spinning for a while after a call.
-            compile_s, jax_s = bench_jax(cfg, neural_res, batch, args.iters, variables)
+            compile_s, jax_s, flops = bench_jax(cfg, neural_res, batch, args.iters, variables)
+            tflops = flops / jax_s / 1e12 if flops else None
             if G_torch is not None:
                 torch_s = bench_torch(
                     torch_mod, G_torch, cfg, neural_res, batch, args.iters, args.torch_device
@@ -268,11 +303,21 @@ def main() -> int:
                 images_per_s=batch / jax_s,
                 eg3d_s=torch_s,
                 speedup=(torch_s / jax_s) if torch_s else None,
+                gflop_per_image=flops / batch / 1e9 if flops else None,
+                tflops=tflops,
+                peak_tflops=peak,
+                of_peak=tflops / peak if tflops and peak else None,
             )
             rows.append(row)
             eg = f"{torch_s:8.3f} {torch_s / jax_s:8.2f}x" if torch_s else f"{'-':>8s} {'-':>9s}"
             lead = f"{name:11s} {batch:5d} {neural_res:6d} {row['out']:4d} {args.dtype:9s}"
-            print(f"{lead} {compile_s:9.1f} {jax_s:8.3f} {batch / jax_s:8.2f} {eg}", flush=True)
+            fl = (
+                f" {row['gflop_per_image']:9.1f} {tflops:8.2f}"
+                if flops
+                else f" {'-':>9s} {'-':>8s}"
+            )
+            fl += f" {row['of_peak']:7.1%}" if row["of_peak"] else f" {'-':>7s}"
+            print(f"{lead} {compile_s:9.1f} {jax_s:8.3f} {batch / jax_s:8.2f} {eg}{fl}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(machine=machine(), rows=rows), indent=2))
     return 0

@@ -11,7 +11,9 @@ schedule) and "all" (all four phases: an iteration that runs both regularisers).
 amortised figure weights them as EG3D's schedule does. Compile time (first call minus a
 steady call, summed over the phases) is reported apart; then the median of --iters timed
 iterations (block_until_ready). Peak memory: the device's peak_bytes_in_use on GPU/TPU,
-the process's max RSS on CPU.
+the process's max RSS on CPU (both the process's peak so far: one config and batch per
+process for a row's own figure). --dtype sets the backbone, SR and D compute dtype whatever
+the config ships with; --accum N splits the batch into N accumulated micro-batches.
 
 EG3D side (--eg3d-src): the official TriPlaneGenerator, DualDiscriminator and
 StyleGAN2Loss at the same architecture (bench/eg3d_train_step.py), fp32, random data, the
@@ -77,14 +79,16 @@ def amortised(main_s: float, all_s: float, g_int: int = 4, d_int: int = 16) -> f
     return main_s + extra / 2 * (1 / g_int) + extra / 2 * (1 / d_int)
 
 
-def time_jax(name: str, batch: int, iters: int, dtype: str) -> dict:
+def time_jax(name: str, batch: int, iters: int, dtype: str, accum: int = 1) -> dict:
     cfg = load_config_file(str(ROOT / CONFIGS[name]), [f"--config.train.batch_size={batch}"])
     tc = training_configs(cfg)
     g, d = tc.generator, tc.discriminator
-    if dtype == "bfloat16":
-        g = dataclasses.replace(g, backbone_bf16=True, sr_bf16=True)
-        d = dataclasses.replace(d, bf16=True)
-    nets = make_networks(g, d, dataclasses.replace(tc.train, accum_steps=1), tc.pose)
+    bf16 = dtype == "bfloat16"  # float32 also for configs that ship with bf16 (avatar*)
+    g = dataclasses.replace(g, backbone_bf16=bf16, sr_bf16=bf16)
+    d = dataclasses.replace(d, bf16=bf16)
+    if batch % accum:
+        raise SystemExit(f"--accum {accum}: does not divide --batch {batch}")
+    nets = make_networks(g, d, dataclasses.replace(tc.train, accum_steps=accum), tc.pose)
     mesh = data_mesh(jax.devices()[:1]) if batch % jax.device_count() else data_mesh()
     trainer = train_step.Trainer(nets, mesh)
     state = trainer.place(init_state(nets, jax.random.key(0)))
@@ -111,7 +115,8 @@ def time_jax(name: str, batch: int, iters: int, dtype: str) -> dict:
         out[label] = med
     return dict(config=name, batch=batch, dtype=dtype, neural_res=res, main_s=out["main"],
                 all_s=out["all"], amortised_s=amortised(out["main"], out["all"]),
-                compile_s=compile_s, peak_mb=peak_memory_mb(), devices=mesh.size)  # fmt: skip
+                compile_s=compile_s, peak_mb=peak_memory_mb(), devices=mesh.size,
+                accum=accum)  # fmt: skip
 
 
 def time_eg3d(src: str, name: str, batch: int, iters: int, device: str) -> dict:
@@ -146,6 +151,8 @@ def main() -> None:
     p.add_argument("--eg3d-src", help="EG3D's eg3d/ folder: also time its PyTorch step")
     p.add_argument("--torch-device", default="cpu")
     p.add_argument("--json", help="also write the rows here")
+    p.add_argument("--accum", type=int, default=1, help="JAX: the batch as this many "
+                   "accumulated micro-batches (train.accum_steps; no EG3D run then)")  # fmt: skip
     args = p.parse_args()
     print(f"# {platform.processor() or platform.machine()}, {jax.devices()[0].device_kind}, "
           f"jax {jax.__version__}, {jax.device_count()} device(s)")  # fmt: skip
@@ -158,11 +165,13 @@ def main() -> None:
     rows = []
     for name in args.configs.split(","):
         for b in (int(x) for x in args.batch.split(",")):
-            r = time_jax(name, b, args.iters, args.dtype)
+            r = time_jax(name, b, args.iters, args.dtype, args.accum)
             line = (f"| {name} | {b} | {args.dtype} | {r['main_s']:.3f} | {r['all_s']:.3f} | "
                     f"{r['amortised_s']:.3f} | {b / 1000 / r['amortised_s']:.4f} | "
                     f"{r['compile_s']:.1f} | {r['peak_mb']:.0f} |")  # fmt: skip
-            if args.eg3d_src and name in ("tiny", "demo"):
+            if args.eg3d_src and args.accum > 1:
+                line += f" – | – (JAX in {args.accum} micro-batches) |"
+            elif args.eg3d_src and name in ("tiny", "demo"):
                 line += " – | – (EG3D has no 16²/32²-plane, CPU2X architecture) |"
             elif args.eg3d_src:
                 t = time_eg3d(args.eg3d_src, name, b, args.iters, args.torch_device)
