@@ -267,6 +267,8 @@ def subsample(ref: dict[str, np.ndarray], cap: int) -> dict[str, np.ndarray]:
     subsampled gradient also keeps the sign of every element, as `gradsign/<phase>/<name>`
     (eg3d_parity.pack_signs: 2 bits an element), so the parity check can step the unstored
     elements in EG3D's direction."""
+    from styleavatar_jax.train.eg3d_parity import pack_signs
+
     meta = json.loads(str(ref["meta"]))
     sub = meta.setdefault("subsampled", {})
     out = {}
@@ -275,8 +277,6 @@ def subsample(ref: dict[str, np.ndarray], cap: int) -> dict[str, np.ndarray]:
             stride = -(-v.size // cap)
             sub[k] = [list(v.shape), stride, float(np.abs(v).max())]
             if k.startswith("grad/"):
-                from styleavatar_jax.train.eg3d_parity import pack_signs
-
                 out["gradsign/" + k[len("grad/") :]] = pack_signs(v)
             v = np.ascontiguousarray(v.ravel()[::stride])
         out[k] = v
