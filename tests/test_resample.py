@@ -357,3 +357,31 @@ def test_transposed_conv_gradients_equal_xla(h, ci, co, k, pad):
     new = jax.vjp(lambda x, w: transposed_conv(x, w, pad, 2), x, w)[1](g)
     for a, b in zip(ref, new, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(jnp.abs(a).max()))
+
+
+@pytest.mark.parametrize(
+    "ci, co, stride, pad",
+    [
+        (64, 48, 1, ((1, 1), (1, 1))),
+        (64, 48, 2, ((1, 1), (1, 1))),
+        (32, 128, 1, ((0, 0), (2, 2))),
+        (8, 8, 1, ((1, 1), (1, 1))),  # few channels: XLA's kernel gradient, unchanged
+    ],
+)
+def test_plain_conv_gradients_equal_xla(ci, co, stride, pad):
+    # The forward and input gradient are XLA's bit for bit; the kernel gradient (per-tap
+    # matmuls on CPU) equals autodiff of XLA's conv to float rounding.
+    from styleavatar_jax.nn.resample import _strided, plain_conv
+
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(k1, (2, 9, 10, ci))
+    w = jax.random.normal(k2, (3, 3, ci, co))
+    out = _strided(x, w, stride, pad)
+    np.testing.assert_array_equal(plain_conv(x, w, stride, pad), out)
+    g = jax.random.normal(k3, out.shape)
+    ref = jax.vjp(lambda x, w: _strided(x, w, stride, pad), x, w)[1](g)
+    new = jax.jit(lambda x, w, g: jax.vjp(lambda x, w: plain_conv(x, w, stride, pad), x, w)[1](g))(
+        x, w, g
+    )
+    np.testing.assert_array_equal(new[0], ref[0])
+    np.testing.assert_allclose(new[1], ref[1], rtol=1e-5, atol=1e-5 * float(jnp.abs(ref[1]).max()))
