@@ -207,61 +207,19 @@ def draw_d_both(nets: Networks, state: TrainState, batch, key, *, neural_res: in
 # The phases: pure functions of (state, batch, draws, sched).
 
 
-# On CPU, G's synthesis (backbone, renderer, SR: per sample, independent across the batch)
-# runs over the batch in chunks of this many samples per device. Its largest activations
-# scale with the batch and XLA:CPU keeps whole-batch intermediates: at eg3d_tiny batch 8
-# the SR's 128² × 64-channel tensors are 32 MiB each, past the last-level cache (32 MiB,
-# shared), and every op touching them ran 4-5× slower than at batch 4 (BENCHMARKS.md,
-# "Training step"). Chunks give the same outputs to float rounding (the sums over the
-# batch in the parameter gradients are taken per chunk, then added).
-SYNTHESIS_CHUNK_CPU = 4
-
-
-def synthesis_chunks(batch: int) -> int:
-    """How many chunks `_run_g` splits a batch of `batch` into (1: the whole batch)."""
-    if jax.default_backend() != "cpu":
-        return 1
-    per_device = batch // jax.device_count() if batch % jax.device_count() == 0 else batch
-    if per_device <= SYNTHESIS_CHUNK_CPU or per_device % SYNTHESIS_CHUNK_CPU:
-        return 1
-    return per_device // SYNTHESIS_CHUNK_CPU
-
-
 def _run_g(nets: Networks, g_vars, x, md, neural_res, update_emas=False):
     """Mapping with conditioning x['c_cond'], render at x['c_gen'] with the micro-batch's
-    draws md (uniforms, noise) -> (outputs, buffers). The mapping (and its w_avg update)
-    sees the whole batch; the synthesis runs in `synthesis_chunks` strided chunks."""
+    draws md (uniforms, noise) -> (outputs, buffers)."""
     G = nets.G
 
-    def mapping(m):
-        return m.mapping(x["z"], x["c_cond"], update_emas=update_emas)
+    def fn(m):
+        ws = m.mapping(x["z"], x["c_cond"], update_emas=update_emas)
+        return m.synthesis(ws, x["c_gen"], neural_res=neural_res, noise_mode="given",
+                           uniforms=md["uniforms"])  # fmt: skip
 
-    ws, updates = G.apply(g_vars, method=mapping, mutable=["buffers"])
-
-    def synthesis(args):
-        ws, c, noise, uniforms = args
-
-        def fn(m):
-            return m.synthesis(ws, c, neural_res=neural_res, noise_mode="given",
-                               uniforms=uniforms)  # fmt: skip
-
-        return G.apply({**g_vars, NOISE_INPUTS: noise}, method=fn)
-
-    b = x["z"].shape[0]
-    n = synthesis_chunks(b)
-    if n == 1:
-        return synthesis((ws, x["c_gen"], md["noise"], md["uniforms"])), updates["buffers"]
-    u = md["uniforms"]
-    pdf = u.pdf.reshape(b, -1, u.pdf.shape[-1])
-    args = (ws, x["c_gen"], md["noise"], u._replace(pdf=pdf))
-    split = jax.tree.map(lambda a: _micro(a, n), args)
-
-    def chunk(args):
-        ws, c, noise, u = args
-        return synthesis((ws, c, noise, u._replace(pdf=u.pdf.reshape(-1, u.pdf.shape[-1]))))
-
-    out = jax.lax.map(chunk, split)
-    return jax.tree.map(lambda a: _unmicro(a), out), updates["buffers"]
+    g_vars = {**g_vars, NOISE_INPUTS: md["noise"]}
+    out, updates = G.apply(g_vars, method=fn, mutable=["buffers"])
+    return out, updates["buffers"]
 
 
 def _run_d(nets: Networks, d_params, image, image_raw, c_d, sigma, c_noise=None):
@@ -278,11 +236,6 @@ def _c_noise(md, d_pass: str):
 def _micro(x, accum: int):
     """[B, ...] -> [A, B/A, ...], micro-batch i = rows i, i + A, ... (sharding-local)."""
     return x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1)
-
-
-def _unmicro(x):
-    """The inverse of `_micro`: [A, B/A, ...] -> [B, ...]."""
-    return x.swapaxes(0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
 def accumulate(loss_fn, params, carry, inputs: dict, micro, accum: int):
