@@ -218,13 +218,14 @@ def test_mesh_glb_on_the_shipped_model(tmp_path, capsys):
     m = re.search(r"PSNR ([\d.]+) dB over the mesh's pixels.*other samples: ([\d.]+) dB", said)
     psnr_mesh, psnr_self = float(m[1]), float(m[2])
     assert mae < 2.0, said
-    # Measured: 13+ dB on the 20.6-kimg model, 12.05 dB on the 33.6-kimg one. Why lower: that
-    # model paints its background with density: at σ 10 the mesh covers every pixel of the 8
-    # views (mask IoU 1.00 with the generator's alpha > 0.5, which covers the frame); the
-    # likely cause of the lower PSNR is that its images see the head through that thin
-    # density, which the σ-30 surface leaves out (IoU 0.32 at σ 30, 0.14 at σ 60; PSNR
-    # 12.05 and 12.01 dB: the bound is not at a threshold's edge).
-    assert psnr_mesh > 11 and psnr_self - psnr_mesh < 9, said
+    # Measured (mesh's pixels / the generator against itself, other samples): 15.20 / 19.19
+    # dB on the 20.6-kimg model, 12.05 / 20.07 on the 33.6-kimg one, 14.85 / 25.46 on the
+    # shipped 52-kimg one. The surface cannot hold the thin background density these models
+    # keep (mask IoU with the generator's alpha 0.30-0.40 at σ 30), so the mesh's PSNR is set
+    # by that fog, while the generator's agreement with itself rose as it trained: a bound on
+    # their gap (< 9 dB before) failed the better model. The mesh is held to an absolute
+    # level instead, 1.8 dB under this model's figure, and below the generator's own.
+    assert 13 < psnr_mesh < psnr_self, said
     doc, _ = gltf.read_glb(out.read_bytes())
     assert json.dumps(doc).count("KHR_materials_unlit") == 0
 
