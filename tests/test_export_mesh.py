@@ -93,3 +93,19 @@ def test_lambert_preview_of_a_sphere(sphere):
     assert abs(centre - 255 * 0.8 * (0.2 + 0.8 * np.cos(np.pi / 6))) < 6
     assert np.all(image[0, 0] == 255)  # background
     np.testing.assert_allclose(image[:, :32].astype(float), image[:, 64:].astype(float), atol=40)
+
+
+def test_largest_part_keeps_the_part_around_the_centre():
+    # A trained model's fog can make a larger part than the head (the shipped model's ring
+    # under the shoulders): --largest keeps the largest part whose box holds the centre.
+    head = trimesh.creation.icosphere(subdivisions=1, radius=0.1)  # 80 faces at the centre
+    ring = trimesh.creation.annulus(r_min=0.3, r_max=0.45, height=0.05, sections=64)
+    ring.apply_translation([0, 0, -0.4])  # far more faces, its box misses the centre
+    verts = np.concatenate([head.vertices, ring.vertices])
+    faces = np.concatenate([head.faces, ring.faces + len(head.vertices)])
+    assert len(ring.faces) > len(head.faces)
+    v, f = mesh_io.largest_part(verts, faces)
+    assert len(f) == len(head.faces) and np.abs(v).max() <= 0.1 + 1e-6
+    # No part holds the point: the largest one overall.
+    v, f = mesh_io.largest_part(verts, faces, centre=(0.9, 0.9, 0.9))
+    assert len(f) == len(ring.faces)

@@ -305,10 +305,16 @@ def test_shipped_model_splats_reproduce_its_renders(mannequin):
     s, info, c, ref = mannequin
     psnr = lambda splats: sp.psnr(sp.render_splats(splats, c, 64)[0], ref)
     p = psnr(s)
-    assert p.mean() > 26.5 and p.min() > 25.5  # measured: mean 28.0, 26.9 … 29.6
+    # Measured: mean 33.1, 31.6 … 36.5 on the 52-kimg model (28.0, 26.9 … 29.6 on the
+    # 20.6-kimg one); shuffled colours 16.0 (17 dB under; 13 dB on the older model, whose
+    # colours varied more: an absolute bound of 15 failed the sharper, greyer model, and one
+    # of 24 for the voxel-shifted splats too, so both controls are relative to p).
+    assert p.mean() > 31 and p.min() > 29.5
     rng = np.random.default_rng(0)
-    assert psnr(s._replace(colors=s.colors[rng.permutation(len(s.colors))])).mean() < 15
-    assert psnr(s._replace(means=s.means + np.float32([0, info["voxel"], 0]))).mean() < 24
+    shuffled = psnr(s._replace(colors=s.colors[rng.permutation(len(s.colors))])).mean()
+    assert shuffled < p.mean() - 12, (shuffled, p.mean())
+    shifted = psnr(s._replace(means=s.means + np.float32([0, info["voxel"], 0]))).mean()
+    assert shifted < p.mean() - 6, (shifted, p.mean())  # measured 24.9: 8.2 dB under
 
 
 def test_splats_cli(tmp_path, capsys, cli_error):

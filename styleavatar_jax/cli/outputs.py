@@ -60,8 +60,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--format", choices=("glb", "obj", "ply"),
                    help="implied by --out's suffix; if given, it must agree with it")  # fmt: skip
     p.add_argument("--largest", action="store_true",
-                   help="keep only the largest connected part of the surface (drops "
-                        "floaters)")  # fmt: skip
+                   help="keep only the largest connected part of the surface around the "
+                        "box's centre (the head: drops floaters and background fog)")  # fmt: skip
     p.add_argument("--faces", type=int,
                    help="decimate to about this many faces first (default: keep all; the UV "
                    "atlas's time grows faster than the face count)")  # fmt: skip

@@ -47,8 +47,9 @@ def add_parsers(sub) -> None:
                    help="marching-cubes grid resolution per axis")  # fmt: skip
     threshold_flag(p)
     p.add_argument("--largest", action="store_true",
-                   help="keep only the largest connected part of the surface (drops "
-                        "floaters; a head cut from its shoulders loses one of them)")  # fmt: skip
+                   help="keep only the largest connected part of the surface around the "
+                        "box's centre (drops floaters and background fog; a head cut from "
+                        "its shoulders loses them)")  # fmt: skip
     p.add_argument("--faces", type=positive_int, default=50000,
                    help="face budget of the mesh (decimated to it; the UV atlas's time grows "
                         "faster than the face count)")  # fmt: skip

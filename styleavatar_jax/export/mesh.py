@@ -122,10 +122,14 @@ def surface_parts(faces: np.ndarray, num_verts: int) -> int:
     return len(np.unique(label[np.unique(faces)]))
 
 
-def largest_part(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the connected part with the most faces (drops floaters: density blobs the
-    renderer tolerates but a mesh shows). verts [V, 3], faces [F, 3] -> (verts [V', 3],
-    faces [F', 3]) with unused vertices removed and faces re-indexed."""
+def largest_part(verts: np.ndarray, faces: np.ndarray, centre=(0.0, 0.0, 0.0)):
+    """Keep the subject: the connected part with the most faces among those whose bounding
+    box holds `centre` (the box's centre, where the cameras look), or the part with the
+    most faces overall if none does. Drops floaters (density blobs the renderer tolerates
+    but a mesh shows) and background fog: a trained model's fog around the box's edge can be
+    a larger part than the head (the shipped model's ring of fog under the shoulders).
+    verts [V, 3], faces [F, 3] -> (verts [V', 3], faces [F', 3]) with unused vertices
+    removed and faces re-indexed."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -136,7 +140,17 @@ def largest_part(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.n
     graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(len(verts), len(verts)))
     _, label = connected_components(graph, directed=False)
     face_label = label[faces[:, 0]]
-    keep = faces[face_label == np.bincount(face_label).argmax()]
+    size = np.bincount(face_label).astype(np.float64)
+    v = np.asarray(verts, np.float64)
+    lo = np.full((len(size), 3), np.inf)
+    hi = np.full((len(size), 3), -np.inf)
+    for k in range(3):
+        np.minimum.at(lo, face_label, v[faces[:, k]])
+        np.maximum.at(hi, face_label, v[faces[:, k]])
+    centre = np.asarray(centre, np.float64)
+    holds = np.all((lo <= centre) & (centre <= hi), axis=1)
+    part = np.where(holds, size, -1).argmax() if holds.any() else size.argmax()
+    keep = faces[face_label == part]
     used = np.unique(keep)
     remap = np.full(len(verts), -1, np.int64)
     remap[used] = np.arange(len(used))

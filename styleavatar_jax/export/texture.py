@@ -240,11 +240,11 @@ def textured_mesh(field_fn: mesh_io.FieldFn, res: int, box: float, threshold: fl
     """A field -> (TexturedMesh in world units, stats).
 
     res/box/threshold as `mesh.extract_mesh`; largest: keep only the largest connected part
-    (no floaters); faces: a face budget (decimation before the
-    atlas; None keeps every marching-cubes face); offset: inward bake offset in world units
-    (None: DEFAULT_OFFSET). Stats: counts (surface_faces, vertices, faces, charts),
-    coverage (texels inside a triangle / all), offset, and seconds per stage (grid,
-    marching_cubes, decimate, atlas, bake).
+    around the box's centre (`mesh.largest_part`: no floaters, no background fog); faces: a
+    face budget (decimation before the atlas; None keeps every marching-cubes face);
+    offset: inward bake offset in world units (None: DEFAULT_OFFSET). Stats: counts
+    (surface_faces, vertices, faces, charts), coverage (texels inside a triangle / all),
+    offset, and seconds per stage (grid, marching_cubes, decimate, atlas, bake).
     """
     check_texture_size(texture_size)
     if offset is None:
